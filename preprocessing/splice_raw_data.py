@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Cut a speech corpus into aligned 16 kHz / 4 kHz clip pairs (see ``speechsr.splicing``).
+
+Reads ``data_settings.json`` (``--settings``); flags override single values. Writes
+``<output_dir>/clips/<recording>/`` and ``<output_dir>/data_info.json``. Rerunning reuses
+the recordings already complete. Exit status: 0 ok, 2 bad settings / missing corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from speechsr import settings
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    settings.add_settings_arguments(p)
+    p.add_argument("--input-dir", help="corpus root (overrides input_dir_name_base)")
+    p.add_argument("--output-dir", help="output folder (overrides output_dir)")
+    p.add_argument("--start-time", type=float, help="seconds trimmed from each start (overrides start_time)")
+    p.add_argument("--end-time", type=float, help="<= 0: seconds trimmed from each end; > 0: absolute end (s)")
+    p.add_argument("--splice-duration", type=float, help="clip length in seconds (overrides splice_duration)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count(), help="worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from speechsr.corpus import CorpusError
+    from speechsr.splicing import splice_corpus
+    absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 - flags are cwd-relative
+    try:
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        data = settings.load_for_script(args, ["data"], flags={
+            "input_dir_name_base": absolute(args.input_dir), "output_dir": absolute(args.output_dir),
+            "start_time": args.start_time, "end_time": args.end_time,
+            "splice_duration": args.splice_duration})["data"]
+        s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
+    except (settings.SettingsError, CorpusError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun to continue (complete recordings are kept)", file=sys.stderr)
+        return 130
+    print(f"recordings: {s.found} found, {s.processed} processed, {s.reused} reused, "
+          f"{len(s.skipped)} skipped")
+    for sk in s.skipped[:10]:
+        print(f"  skipped {sk['recording_id']}: {sk['reason']}")
+    if len(s.skipped) > 10:
+        print(f"  ... {len(s.skipped) - 10} more in {s.data_info}")
+    print(f"clips: {s.clips} x {s.clip_duration_s:g} s = {s.total_duration_s:.1f} s "
+          f"({s.total_duration_s / 3600:.2f} h)")
+    print(f"time: {s.elapsed_s:.1f} s for {s.input_seconds:.1f} s of new input audio "
+          f"= {s.throughput:.0f}x real time")
+    print(f"wrote {s.data_info}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Split the spliced clips into train.csv / validation.csv / test.csv (see ``speechsr.split``).
+
+Grouped by recording by default (no recording in two splits), seeded and deterministic.
+Reads ``data_settings.json`` (``--settings``); flags override single values.
+Exit status: 0 ok, 2 bad settings / fractions / missing clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from speechsr import settings
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    settings.add_settings_arguments(p)
+    p.add_argument("--output-dir", help="folder holding clips/ (overrides output_dir)")
+    p.add_argument("--by", choices=["recording", "clip"], help="split unit (overrides split_by)")
+    p.add_argument("--seed", type=int, help="shuffle seed (overrides split_seed)")
+    p.add_argument("--test-fraction", type=float, help="share for test (overrides test_fraction)")
+    p.add_argument("--validation-fraction", type=float, help="share for validation (overrides validation_fraction)")
+    p.add_argument("--csv-dir", help="where the CSVs go (default: output_dir)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from speechsr.corpus import resolve_data_path
+    from speechsr.split import SPLITS, write_splits
+    from speechsr.splicing import clip_params
+    try:
+        data = settings.load_for_script(args, ["data"], flags={
+            "output_dir": os.path.abspath(args.output_dir) if args.output_dir else None,
+            "split_by": args.by, "split_seed": args.seed, "test_fraction": args.test_fraction,
+            "validation_fraction": args.validation_fraction})["data"]
+        out = resolve_data_path(data.output_dir)
+        s = write_splits(out, data.test_fraction, data.validation_fraction, data.split_seed,
+                         by=data.split_by, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else out,
+                         params=clip_params(data))
+    except (settings.SettingsError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"split by {data.split_by}, seed {data.split_seed}:")
+    for name in SPLITS:
+        print(f"  {name:<10} {s.recordings[name]:6d} recordings {s.clips[name]:7d} clips "
+              f"{s.duration_s[name] / 60:8.1f} min  -> {s.csv[name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Upsampling engine: windowed, batched, streaming model inference with seamless cross-fades.
+
+A low-res signal ``[time]`` at ``input_rate`` Hz is cut into windows of ``window`` low-res
+samples that start every ``hop = window - overlap`` samples (both multiples of
+:func:`speechsr.model.required_multiple`, so every window sees the same stride phase as a
+whole-signal pass). Windows run through the model in batches ``[batch_size, window, 1]``
+with one traced ``tf.function`` (fixed window length; the last window is zero-padded).
+Consecutive outputs are joined over their overlap: the outer ``margin`` samples of each
+window (where zero padding alters the output) get weight 0, the middle of the overlap gets
+complementary raised-cosine fades (``rise + fall == 1``), so there is no seam and no level
+dip. Output length is exactly ``len(x) * factor`` samples at ``output_rate`` Hz.
+
+:meth:`Upsampler.stream` consumes low-res blocks of any size and yields output blocks,
+holding O(window * batch_size + block) samples; :meth:`Upsampler.upsample` is the same code
+path with one block, so whole-array and streamed results are identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from speechsr import audio, baselines, metrics
+from speechsr.settings import PROJECT_ROOT, ModelSettings, UpsamplingSettings
+
+# TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
+# checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up.
+
+log = logging.getLogger("speechsr")
+
+#: Output subtypes kept from the input when ``subtype == "auto"``.
+PCM_SUBTYPES = ("PCM_16", "PCM_24")
+
+
+class InputBandError(ValueError):
+    """The input already has high-band content: it is not low-res audio for this model."""
+
+
+def receptive_context(s: ModelSettings) -> int:
+    """Low-res samples on each side of an output point that influence it (half receptive field).
+
+    Walks the U-Net of :func:`speechsr.model.build_model`: stride-2 convolutions down, the
+    bottleneck, convolutions + subpixel shuffles up, then the top and final convolutions; the
+    fixed sinc interpolator adds ``interpolation_taps``. Padding asymmetry is covered by one
+    extra ``required_multiple``.
+    """
+    from speechsr.model import level_kernel, required_multiple
+    field, jump = 1, 1
+    for level in range(s.num_blocks + 1):  # downsampling blocks + bottleneck, stride 2
+        field += (level_kernel(s, level) - 1) * jump
+        jump *= 2
+    for level in reversed(range(s.num_blocks)):  # upsampling blocks at the coarser rate
+        field += (level_kernel(s, level) - 1) * jump
+        jump //= 2
+    field += (level_kernel(s, 0) - 1) * jump  # top conv (jump 2)
+    field += level_kernel(s, 0) - 1  # final conv (jump 1)
+    return max(field // 2 + required_multiple(s), s.interpolation_taps)
+
+
+def set_subpixel_implementation(model, implementation: str) -> None:
+    """Switch every subpixel shuffle of a loaded model to ``"auto"``/``"op"``/``"reshape"``.
+
+    Must be called before the model is first traced (the choice is made while tracing).
+    """
+    from speechsr.model import SincInterpolation1D
+    from speechsr.subpixel import SubPixel1D, _check_implementation
+    _check_implementation(implementation)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, SubPixel1D):
+            layer.implementation = implementation
+        elif isinstance(layer, SincInterpolation1D):
+            layer.implementation = implementation
+            layer._shuffle.implementation = implementation
+
+
+class Upsampler:
+    """Windowed batched inference of a model ``[batch, T, 1] -> [batch, T * factor, 1]``.
+
+    ``window_seconds``/``overlap_seconds`` are rounded to multiples of ``required_multiple``
+    low-res samples (overlap at least one multiple, at most half the window). Streaming holds
+    at most ``window + batch_size * hop`` low-res samples besides the current block.
+    """
+
+    def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
+                 overlap_seconds: float, batch_size: int):
+        import tensorflow as tf
+        from speechsr.model import required_multiple
+        s = model_settings
+        self.model, self.settings = model, s
+        self.input_rate, self.output_rate = s.input_rate, s.output_rate
+        self.factor = s.output_rate // s.input_rate
+        m = required_multiple(s)
+        self.window = max(m, int(round(window_seconds * s.input_rate / m)) * m)
+        self.overlap = max(m, int(round(overlap_seconds * s.input_rate / m)) * m)
+        if 2 * self.overlap > self.window:
+            raise ValueError(f"overlap ({self.overlap} samples) must be at most half the window "
+                             f"({self.window} samples at {s.input_rate} Hz)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.hop = self.window - self.overlap
+        self.batch_size = batch_size
+        # Cross-fade over the middle of the overlap, away from both windows' padded edges.
+        self.margin = min(receptive_context(s), self.overlap * 3 // 8)
+        f = self.factor
+        fade = (self.overlap - 2 * self.margin) * f
+        ramp = np.sin(0.5 * np.pi * (np.arange(fade) + 0.5) / fade) ** 2
+        rise = np.concatenate([np.zeros(self.margin * f), ramp, np.ones(self.margin * f)])
+        self._rise = rise.astype(np.float32)          # weight of the later window, [overlap * f]
+        self._fall = (1.0 - rise).astype(np.float32)  # weight of the earlier one; sum == 1
+        # Fixed window length, any batch up to batch_size: traced once; a short last batch
+        # (e.g. a single short clip) is not padded with all-zero windows.
+        self._fn = tf.function(lambda x: model(x, training=False), jit_compile=False,
+                               input_signature=[tf.TensorSpec([None, self.window, 1], tf.float32)])
+        self.model_calls = 0
+
+    def describe(self) -> str:
+        """One line: window, hop, overlap and fade in low-res samples and seconds."""
+        r = self.input_rate
+        return (f"window {self.window} samples ({self.window / r:.3f} s), hop {self.hop}, "
+                f"overlap {self.overlap} (cross-fade {self.overlap - 2 * self.margin}, "
+                f"margins {self.margin}) at {r} Hz, batch {self.batch_size}")
+
+    def warmup(self) -> float:
+        """Trace and run the model once on zeros; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self._run(np.zeros((self.batch_size, self.window), np.float32))
+        return time.perf_counter() - t0
+
+    def _run(self, windows: np.ndarray) -> np.ndarray:
+        """Model on ``[n <= batch_size, window]`` low-res windows -> ``[n, window * factor]``."""
+        self.model_calls += 1
+        return np.asarray(self._fn(windows[:, :, None].astype(np.float32, copy=False)))[:, :, 0]
+
+    def num_windows(self, n: int) -> int:
+        """Windows needed for ``n`` low-res samples: the last one is the first reaching the end."""
+        return 1 if n <= self.window else math.ceil((n - self.window) / self.hop) + 1
+
+    def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Upsample low-res blocks ``[time]`` (any sizes) -> output blocks ``[time]`` (float32).
+
+        The concatenated output has exactly ``factor`` x the total input samples. A window
+        is processed once input past its end has arrived (or the stream ended), so the
+        windows and batches are the same whatever the block sizes.
+        """
+        W, H, f = self.window, self.hop, self.factor
+        buf, buf_start, total = np.zeros(0, np.float32), 0, 0  # input from window state["k"] + len(ready) on
+        ready: list[np.ndarray] = []  # windows cut but not yet run (at most batch_size)
+        state = {"pending": None, "k": 0}  # faded tail of the last window run; next window to emit
+
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            if block.ndim == 2 and block.shape[1] == 1:
+                block = block[:, 0]
+            if block.ndim != 1:
+                raise ValueError(f"blocks must be mono [time], got shape {block.shape}")
+            if not np.all(np.isfinite(block)):
+                raise ValueError("input contains NaN or infinite samples")
+            buf = np.concatenate([buf, block]) if buf.size else block.copy()
+            total += block.size
+            k = state["k"] + len(ready)  # next window to cut
+            while total > k * H + W:  # more input follows: window k is not the last one
+                ready.append(buf[k * H - buf_start:k * H - buf_start + W])
+                k += 1
+                if len(ready) == self.batch_size:
+                    yield self._emit(ready, state, last=None)
+                    ready = []
+            drop = k * H - buf_start  # input before window k is no longer needed
+            buf, buf_start = buf[drop:].copy(), buf_start + drop
+
+        if total == 0:
+            return
+        last = self.num_windows(total) - 1
+        k = state["k"] + len(ready)
+        for j in range(k, last + 1):
+            piece = buf[j * H - buf_start:j * H - buf_start + W]
+            ready.append(np.pad(piece, (0, W - piece.size)))
+            if len(ready) == self.batch_size or j == last:
+                yield self._emit(ready, state, last=(last, total * f))
+                ready = []
+
+    def _emit(self, windows: list[np.ndarray], state: dict, last) -> np.ndarray:
+        """Run a batch and overlap-add it; returns the output samples now final."""
+        W, H, O, f = self.window, self.hop, self.overlap, self.factor
+        outputs = self._run(np.stack(windows))
+        pieces = []
+        for y in outputs:
+            k = state["k"]
+            head = y[:O * f] if k == 0 else state["pending"] + y[:O * f] * self._rise
+            if last is not None and k == last[0]:
+                end = last[1] - k * H * f  # output samples of the last window that are kept
+                pieces.append(np.concatenate([head, y[O * f:]])[:end])
+            else:
+                pieces.append(head)
+                pieces.append(y[O * f:H * f])
+                state["pending"] = y[H * f:] * self._fall
+            state["k"] = k + 1
+        return np.concatenate(pieces).astype(np.float32, copy=False)
+
+    def upsample(self, x: np.ndarray) -> np.ndarray:
+        """Whole-array convenience: low-res ``[time]`` -> ``[time * factor]`` float32."""
+        out = list(self.stream([x]))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+# ------------------------------------------------------------------ loading
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (absl/oneDNN notices) kept off stderr.
+
+    The captured text is replayed if the import fails.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def resolve_model_path(path: str | os.PathLike, from_settings: bool = False) -> Path:
+    """A model path as given (relative to the working directory); a relative path from the
+    settings file that does not exist there is taken relative to the project root."""
+    p = Path(path)
+    if from_settings and not p.is_absolute() and not p.exists():
+        return PROJECT_ROOT / p
+    return p
+
+
+def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
+                   subpixel: str | None = None) -> Upsampler:
+    """Load a saved model (``model_io.load_model``) and wrap it with the upsampling settings.
+
+    Raises ``model_io.ModelNotFoundError`` (message says how to train one) or ValueError.
+    """
+    import_tensorflow_quietly()
+    from speechsr import model_io
+    with warnings.catch_warnings():  # Keras notes that the weightless sinc layer has no build()
+        warnings.filterwarnings("ignore", message=r".*`build\(\)` was called on layer", category=UserWarning)
+        model, model_settings, _ = model_io.load_model(model_path)
+    if subpixel:
+        set_subpixel_implementation(model, subpixel)
+    return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size)
+
+
+def collect_audio_files(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
+                        ) -> list[tuple[Path, Path]]:
+    """``(file, relative output stem path)`` for files and (recursively) audio files in folders.
+
+    Folder contents keep their sub-folder layout in the relative path; files under ``exclude``
+    (e.g. the output folder) are skipped. Missing inputs raise ``audio.AudioError``.
+    """
+    found = []
+    excluded = Path(exclude).resolve() if exclude else None
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            for f in sorted(item.rglob("*")):
+                if not f.is_file() or f.suffix.lower() not in audio.AUDIO_SUFFIXES or f.name.startswith("."):
+                    continue
+                if excluded is not None and excluded in f.resolve().parents:
+                    continue
+                found.append((f, f.relative_to(item).with_suffix("")))
+        elif item.exists():
+            found.append((item, Path(item.stem)))
+        else:
+            raise audio.AudioError(f"{item}: file not found")
+    return found
+
+
+# ------------------------------------------------------------------ input checks
+
+def check_input_band(path: str | os.PathLike, s: ModelSettings, seconds: float = 60.0) -> dict:
+    """Check that ``path`` is low-band audio for the model (first ``seconds`` at its own rate).
+
+    Raises :class:`InputBandError` when the file's rate is >= ``output_rate`` and its energy
+    above ``output_rate / 4`` Hz is more than -30 dB of the total. Warns (logger
+    ``speechsr``) when the rate is above ``input_rate`` and the energy above ``input_rate / 2``
+    Hz is more than -40 dB (that band is low-passed away). Returns the measurements (dB).
+    """
+    from scipy.signal import welch
+    info = audio.audio_info(path)
+    rate = info.samplerate
+    result = {"rate": rate}
+    if rate <= s.input_rate:
+        return result
+    x, _ = audio.read_audio(path, stop=min(seconds, info.frames / rate))
+    if x.size < 16:
+        return result
+    freqs, psd = welch(x.astype(np.float64), fs=rate, nperseg=min(4096, x.size))
+    total = psd.sum()
+    if total <= 0:
+        return result
+
+    def rel_db(lo_hz: float) -> float:
+        return float(10 * np.log10(max(psd[freqs > lo_hz].sum() / total, 1e-30)))
+
+    content_hz = float(freqs[np.searchsorted(np.cumsum(psd) / total, 0.999)])
+    result.update(content_khz=content_hz / 1000, above_input_band_db=rel_db(s.input_rate / 2))
+    if rate >= s.output_rate:
+        result["above_quarter_output_db"] = rel_db(s.output_rate / 4)
+        if result["above_quarter_output_db"] > -30:
+            raise InputBandError(
+                f"{path}: input already has content up to {content_hz / 1000:.1f} kHz; this tool "
+                f"upsamples {s.input_rate / 1000:g} kHz-sampled audio (content below "
+                f"{s.input_rate / 2000:g} kHz); to test the model on high-res audio use --reference")
+    if result["above_input_band_db"] > -40:
+        log.warning("%s: has content above %g kHz (%.0f dB of total) that is low-passed away: "
+                    "the model input is %d Hz audio", path, s.input_rate / 2000,
+                    result["above_input_band_db"], s.input_rate)
+    return result
+
+
+def output_subtype(in_path: str | os.PathLike, out_path: str | os.PathLike, subtype: str = "auto") -> str:
+    """The output subtype: forced, or the input's when PCM_16/PCM_24, else FLOAT (PCM_24 for FLAC)."""
+    if subtype == "auto":
+        src = audio.audio_info(in_path).subtype
+        subtype = src if src in PCM_SUBTYPES else "FLOAT"
+    if subtype == "FLOAT" and Path(out_path).suffix.lower() == ".flac":
+        subtype = "PCM_24"  # FLAC has no float samples
+    return subtype
+
+
+def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsampler: Upsampler,
+                  subtype: str = "auto", block_seconds: float = 30.0, check_band: bool = True) -> dict:
+    """Stream ``in_path`` (resampled to ``input_rate``) through the model into ``out_path``.
+
+    The output is written atomically (no partial file on failure) at ``output_rate`` Hz.
+    PCM outputs are clipped to [-1, 1]. Returns ``{"input_samples", "output_samples",
+    "seconds", "model_seconds", "subtype", "clipped"}`` (samples at input/output rate).
+    """
+    in_path, out_path = Path(in_path), Path(out_path)
+    if in_path.resolve() == out_path.resolve():
+        raise ValueError(f"{out_path}: output would overwrite the input")
+    if check_band:
+        check_input_band(in_path, upsampler.settings)
+    subtype = output_subtype(in_path, out_path, subtype)
+    counts = {"in": 0, "out": 0, "clipped": 0}
+
+    def counted(blocks):
+        for b in blocks:
+            counts["in"] += b.size
+            yield b
+
+    t0 = time.perf_counter()
+    blocks = audio.iter_audio_blocks(in_path, block_seconds, rate=upsampler.input_rate)
+    with audio.open_atomic_writer(out_path, upsampler.output_rate, subtype) as writer:
+        for y in upsampler.stream(counted(blocks)):
+            if subtype != "FLOAT":
+                counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
+                y = np.clip(y, -1.0, 1.0)
+            writer.write(y)
+            counts["out"] += y.size
+    if counts["clipped"]:
+        log.warning("%s: %d samples clipped to [-1, 1] (%s output)", out_path, counts["clipped"], subtype)
+    return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
+            "seconds": counts["in"] / upsampler.input_rate, "clipped": counts["clipped"],
+            "model_seconds": time.perf_counter() - t0}
+
+
+# ------------------------------------------------------------------ reference mode
+
+def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
+    """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
+
+    The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
+    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it. Returns
+    ``{"metrics": {method: {"snr", "lsd"}}, "signals": {"reference", "low_res", "model",
+    "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
+    """
+    s = upsampler.settings
+    f = upsampler.factor
+    x, rate = audio.read_audio(hires_path)
+    if rate < s.output_rate:
+        log.warning("%s: sampled at %d Hz, below the %d Hz output rate; the reference lacks the high band",
+                    hires_path, rate, s.output_rate)
+    ref = audio.resample(x, rate, s.output_rate)
+    ref = ref[:len(ref) - len(ref) % f]
+    if ref.size == 0:
+        raise audio.AudioError(f"{hires_path}: too short for reference mode")
+    low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    t0 = time.perf_counter()
+    y = upsampler.upsample(low)
+    model_seconds = time.perf_counter() - t0
+    signals = {"reference": ref, "low_res": low, "model": y,
+               "sinc": baselines.sinc(low, s.input_rate, s.output_rate),
+               "spline": baselines.spline(low, s.input_rate, s.output_rate)}
+    scores = {m: metrics.snr_lsd(ref, signals[m]) for m in ("model", "sinc", "spline")}
+    rates = {name: (s.input_rate if name == "low_res" else s.output_rate) for name in signals}
+    return {"metrics": scores, "signals": signals, "rates": rates,
+            "duration_s": ref.size / s.output_rate, "model_seconds": model_seconds}
+
+
+def format_metrics_table(scores: dict) -> str:
+    """A small text table of ``{method: {"snr", "lsd"}}`` (SNR in dB)."""
+    lines = [f"{'method':<8} {'SNR (dB)':>9} {'LSD':>7}"]
+    lines += [f"{m:<8} {v['snr']:>9.2f} {v['lsd']:>7.3f}" for m, v in scores.items()]
+    return "\n".join(lines)

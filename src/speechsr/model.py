@@ -1,0 +1,173 @@
+"""The 1-D U-Net of Kuleshov et al. 2017, working at the low-res input rate.
+
+Design (see README "Model"): the model takes the **raw low-res clip** ``[batch, T, 1]`` at
+``input_rate`` (4 kHz) and returns ``[batch, T * factor, 1]`` at ``output_rate`` (16 kHz),
+``factor = output_rate / input_rate``. Inside it:
+
+1. A fixed (not trained) windowed-sinc interpolator makes the interpolated input
+   ``[batch, T * factor, 1]``: a polyphase Conv1D with ``factor`` output channels followed by a
+   subpixel shuffle. It is part of the graph, so training and upsampling interpolate identically.
+2. The U-Net runs on the low-res signal, 4x cheaper than on the interpolated one:
+   ``num_blocks`` downsampling blocks (strided Conv1D + optional batch norm + nonlinearity,
+   filters doubling up to a cap), a bottleneck block like them (+ dropout), and upsampling
+   blocks (Conv1D + dropout + nonlinearity + subpixel shuffle r=2 + concatenation with the
+   matching downsampling output). A last upsampling block returns to length T and stacks the
+   input itself.
+3. A final Conv1D with ``factor`` channels + subpixel shuffle (r = factor) gives the residual,
+   added to the interpolated input; the network learns only what interpolation misses.
+
+Any input length that is a multiple of ``2 ** (num_blocks + 1)`` low-res samples works
+(:func:`required_multiple`). The model uses the compiled subpixel op when built, so compile
+it with ``jit_compile=False`` (no XLA kernel).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speechsr.settings import ModelSettings
+from speechsr.subpixel import SubPixel1D
+
+
+def required_multiple(s: ModelSettings) -> int:
+    """Input lengths (low-res samples) must be a multiple of this: ``2 ** (num_blocks + 1)``."""
+    return 2 ** (s.num_blocks + 1)
+
+
+def level_filters(s: ModelSettings) -> list[int]:
+    """Filters of downsampling blocks 0..num_blocks-1, then the bottleneck (last entry)."""
+    return [min(s.filter_cap, int(round(s.first_filters * s.filter_growth ** i)))
+            for i in range(s.num_blocks + 1)]
+
+
+def level_kernel(s: ModelSettings, level: int) -> int:
+    """Kernel size (taps) at ``level``; the last configured value repeats."""
+    return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]
+
+
+def sinc_interpolation_kernel(factor: int, taps: int) -> np.ndarray:
+    """Polyphase windowed-sinc kernel ``[2*taps+1, 1, factor]`` (Kaiser window, beta 8.6).
+
+    Channel ``i`` of a 'same' Conv1D with it is the signal at fractional time ``n + i/factor``.
+    """
+    j = np.arange(2 * taps + 1)
+    kernel = np.zeros((2 * taps + 1, 1, factor), dtype=np.float64)
+    for i in range(factor):
+        t = taps - j + i / factor  # distance (input samples) from the output point to each tap
+        window = np.kaiser(2 * taps + 3, 8.6)
+        w = np.interp(t, np.linspace(-(taps + 1), taps + 1, 2 * taps + 3), window)
+        h = np.sinc(t) * w
+        kernel[:, 0, i] = h / h.sum()
+    return kernel.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="speechsr")
+class SincInterpolation1D(keras.layers.Layer):
+    """Fixed band-limited interpolation ``[batch, T, 1] -> [batch, T * factor, 1]`` (no weights)."""
+
+    def __init__(self, factor: int, taps: int, implementation: str = "auto", **kwargs):
+        super().__init__(**kwargs)
+        self.factor, self.taps, self.implementation = factor, taps, implementation
+        self._kernel = tf.constant(sinc_interpolation_kernel(factor, taps))
+        self._shuffle = SubPixel1D(factor, implementation=implementation)
+
+    def build(self, input_shape):
+        self.built = True  # no weights: the kernel is a constant
+
+    def call(self, x):
+        phases = tf.nn.conv1d(x, tf.cast(self._kernel, x.dtype), stride=1, padding="SAME")
+        return self._shuffle(phases)
+
+    def compute_output_shape(self, input_shape):
+        t = input_shape[1]
+        return (input_shape[0], None if t is None else t * self.factor, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "taps": self.taps,
+                "implementation": self.implementation}
+
+
+def _activation(name: str, label: str) -> keras.layers.Layer:
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.2, name=label)
+    if name == "prelu":
+        return keras.layers.PReLU(shared_axes=[1], name=label)
+    return keras.layers.Activation(name, name=label)
+
+
+def build_model(s: ModelSettings, length: int | None = None, name: str = "speechsr_unet") -> keras.Model:
+    """Build the U-Net from model settings; ``length`` (low-res samples) fixes T, None = any."""
+    factor = s.output_rate // s.input_rate
+    impl = s.subpixel_implementation
+    filters = level_filters(s)
+    x_in = keras.Input(shape=(length, 1), name="low_res")
+    interpolated = SincInterpolation1D(factor, s.interpolation_taps, impl, name="sinc_interpolation")(x_in)
+
+    skips, h = [], x_in
+    for level in range(s.num_blocks):
+        h = keras.layers.Conv1D(filters[level], level_kernel(s, level), strides=2, padding="same",
+                                name=f"down{level}_conv")(h)
+        if s.batch_norm:
+            h = keras.layers.BatchNormalization(name=f"down{level}_bn")(h)
+        h = _activation(s.activation, f"down{level}_act")(h)
+        skips.append(h)
+
+    b = s.num_blocks
+    h = keras.layers.Conv1D(filters[b], level_kernel(s, b), strides=2, padding="same", name="bottleneck_conv")(h)
+    if s.dropout:
+        h = keras.layers.Dropout(s.dropout, name="bottleneck_dropout")(h)
+    h = _activation(s.activation, "bottleneck_act")(h)
+
+    for level in reversed(range(s.num_blocks)):
+        h = keras.layers.Conv1D(2 * filters[level], level_kernel(s, level), padding="same",
+                                name=f"up{level}_conv")(h)
+        if s.dropout:
+            h = keras.layers.Dropout(s.dropout, name=f"up{level}_dropout")(h)
+        h = _activation(s.activation, f"up{level}_act")(h)
+        h = SubPixel1D(2, implementation=impl, name=f"up{level}_shuffle")(h)
+        h = keras.layers.Concatenate(name=f"up{level}_concat")([h, skips[level]])
+
+    # back to the input length T, stacking the low-res input itself
+    h = keras.layers.Conv1D(2 * filters[0], level_kernel(s, 0), padding="same", name="top_conv")(h)
+    h = _activation(s.activation, "top_act")(h)
+    h = SubPixel1D(2, implementation=impl, name="top_shuffle")(h)
+    h = keras.layers.Concatenate(name="top_concat")([h, x_in])
+
+    residual = keras.layers.Conv1D(factor, level_kernel(s, 0), padding="same", name="final_conv",
+                                   kernel_initializer="zeros")(h)
+    residual = SubPixel1D(factor, implementation=impl, name="final_shuffle")(residual)
+    y = keras.layers.Add(name="high_res")([interpolated, residual])
+    return keras.Model(x_in, y, name=name)
+
+
+def conv_flops_per_second(s: ModelSettings) -> float:
+    """Multiply-adds x 2 of all convolutions for one second of audio (forward pass)."""
+    length = required_multiple(s) * math.ceil(s.input_rate / required_multiple(s))
+    model = build_model(s, length=length)
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv1D):
+            k, cin, cout = layer.kernel.shape
+            total += 2.0 * layer.output.shape[1] * k * cin * cout
+        elif isinstance(layer, SincInterpolation1D):
+            total += 2.0 * length * (2 * layer.taps + 1) * layer.factor
+    return total * s.input_rate / length
+
+
+def summary_text(s: ModelSettings) -> str:
+    """Parameters, receptive field and FLOPs per second of audio, as printed by ``--summary``."""
+    model = build_model(s)
+    params = model.count_params()
+    flops = conv_flops_per_second(s)
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    lines += [f"parameters: {params:,} ({params * 4 / 2**20:.1f} MiB as float32)",
+              f"filters per level: {level_filters(s)}",
+              f"input length must be a multiple of {required_multiple(s)} low-res samples "
+              f"({required_multiple(s) / s.input_rate * 1000:.1f} ms)",
+              f"forward cost: {flops / 1e9:.3f} GFLOP per second of audio"]
+    return "\n".join(lines)

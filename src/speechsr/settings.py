@@ -1,0 +1,273 @@
+"""Settings: the four JSON files under ``settings/``, loaded and validated once.
+
+Each file maps to a frozen dataclass below. Loading checks, before any work starts, that
+every key is known, present and of the right type and range; a failure raises
+:class:`SettingsError` naming the file and the key. Command-line flags override single
+values through :func:`apply_overrides` (validated the same way).
+
+Units: durations in seconds, rates in Hz, lengths "in samples" say at which rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+SETTINGS_FILES = {
+    "data": "data_settings.json",
+    "model": "model_settings.json",
+    "training": "training_settings.json",
+    "upsampling": "upsampling_settings.json",
+}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SETTINGS_DIR = PROJECT_ROOT / "settings"
+
+
+class SettingsError(ValueError):
+    """A settings file or override is invalid; the message names file and key."""
+
+
+def _field(kind: str, check: Callable[[Any], bool] | None = None, doc: str = "",
+           optional: bool = False):
+    return dataclasses.field(metadata={"kind": kind, "check": check, "doc": doc,
+                                       "optional": optional})
+
+
+_positive = lambda v: v > 0  # noqa: E731
+_non_negative = lambda v: v >= 0  # noqa: E731
+_fraction = lambda v: 0 <= v < 1  # noqa: E731
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """How ``preprocessing/`` turns a corpus into clip pairs and CSV splits."""
+    input_dir_name_base: str = _field("str", doc="corpus root (relative to the settings dir's project or absolute)")
+    input_dir_name_dirs: list = _field("list[str]", doc="sub-folders to scan (glob patterns allowed); [] = whole tree")
+    input_data_suffix: list = _field("list[str]", lambda v: len(v) > 0, "audio file suffixes, e.g. ['.sph']")
+    output_dir: str = _field("str", doc="where clips, data_info.json and the CSV splits go")
+    start_time: float = _field("float", _non_negative, "seconds trimmed from each recording's start")
+    end_time: float = _field("float", doc="<= 0: seconds trimmed from the end (-30 = last 30 s); > 0: absolute end time")
+    splice_duration: float = _field("float", _positive, "clip length in seconds")
+    last_clip: str = _field("str", lambda v: v in ("drop", "pad"), "partial last clip: 'drop' or 'pad' (zeros)")
+    sampling_rate: int = _field("int", _positive, "high-res rate in Hz")
+    downsample_rate: int = _field("int", _positive, "low-res rate in Hz")
+    clip_subtype: str = _field("str", lambda v: v in ("PCM_16", "PCM_24", "FLOAT"), "clip WAV subtype")
+    test_fraction: float = _field("float", _fraction, "share of recordings for test")
+    validation_fraction: float = _field("float", _fraction, "share of recordings for validation")
+    split_by: str = _field("str", lambda v: v in ("recording", "clip"), "'recording' (default) or 'clip'")
+    split_seed: int = _field("int", doc="seed of the split shuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """Architecture of the 1-D U-Net (see ``speechsr.model``)."""
+    input_rate: int = _field("int", _positive, "low-res input rate in Hz")
+    output_rate: int = _field("int", _positive, "high-res output rate in Hz (an integer multiple of input_rate)")
+    num_blocks: int = _field("int", lambda v: 1 <= v <= 12, "number of downsampling blocks")
+    first_filters: int = _field("int", _positive, "filters of the first downsampling block")
+    filter_growth: float = _field("float", lambda v: v >= 1, "filter multiplier per level (2 = doubling)")
+    filter_cap: int = _field("int", _positive, "maximum filters of any block")
+    kernel_sizes: list = _field("list[int]", lambda v: len(v) > 0 and all(k > 0 for k in v),
+                                "kernel size per level (last value repeats for deeper levels)")
+    activation: str = _field("str", lambda v: v in ("relu", "leaky_relu", "gelu", "elu", "prelu"), "nonlinearity")
+    dropout: float = _field("float", _fraction, "dropout rate in bottleneck and upsampling blocks")
+    batch_norm: bool = _field("bool", doc="batch normalisation in downsampling blocks")
+    interpolation_taps: int = _field("int", lambda v: 2 <= v <= 256,
+                                     "half-length (input samples) of the fixed windowed-sinc interpolator")
+    subpixel_implementation: str = _field("str", lambda v: v in ("auto", "op", "reshape"),
+                                          "'auto' (compiled op if built), 'op' or 'reshape'")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation and input pipeline for ``train.py``."""
+    train_csv: str = _field("str", doc="CSV of training clip pairs (from test_train_split.py)")
+    validation_csv: str = _field("str", doc="CSV of validation clip pairs")
+    models_dir: str = _field("str", doc="runs are written to <models_dir>/<run_name>/")
+    run_name: str = _field("str", lambda v: len(v) > 0 and "/" not in v, "name of the run folder")
+    batch_size: int = _field("int", _positive, "patches per step")
+    epochs: int = _field("int", _positive, "number of epochs")
+    steps_per_epoch: int = _field("int", _positive, "training steps per epoch", optional=True)
+    patch_length: int = _field("int", _positive, "training patch length in low-res input samples")
+    learning_rate: float = _field("float", _positive, "peak learning rate")
+    lr_schedule: str = _field("str", lambda v: v in ("constant", "cosine"), "'constant' or 'cosine' decay")
+    warmup_steps: int = _field("int", _non_negative, "linear warm-up steps")
+    optimizer: str = _field("str", lambda v: v in ("adam", "adamw"), "'adam' or 'adamw'")
+    weight_decay: float = _field("float", _non_negative, "decoupled weight decay for adamw")
+    mrstft_weight: float = _field("float", _non_negative, "weight of the multi-resolution STFT loss (0 = off)")
+    augment_gain_db: float = _field("float", _non_negative, "random gain in +-dB on both twins (0 = off)")
+    validation_max_clips: int = _field("int", _positive, "validate on at most this many clips", optional=True)
+    shuffle_buffer: int = _field("int", _positive, "tf.data shuffle buffer (patches)")
+    checkpoint_every_steps: int = _field("int", _positive, "also checkpoint every N steps inside an epoch")
+    seed: int = _field("int", doc="random seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsamplingSettings:
+    """How ``upsample_audio_file.py`` / ``evaluate.py`` run a trained model."""
+    model: str = _field("str", doc="path of the .keras model (relative to the project root or absolute)")
+    window_seconds: float = _field("float", _positive, "length of one model window in seconds")
+    overlap_seconds: float = _field("float", _positive, "cross-fade overlap between windows in seconds")
+    batch_size: int = _field("int", _positive, "windows per model call")
+    block_seconds: float = _field("float", _positive, "seconds read/written per streaming block")
+    output_subtype: str = _field("str", lambda v: v in ("auto", "PCM_16", "PCM_24", "FLOAT"),
+                                 "'auto' = input's subtype when PCM, else FLOAT")
+
+
+SETTINGS_CLASSES = {"data": DataSettings, "model": ModelSettings,
+                    "training": TrainingSettings, "upsampling": UpsamplingSettings}
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "list[int]":
+        return isinstance(value, list) and all(_type_ok("int", v) for v in value)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    raise AssertionError(kind)
+
+
+def validate(kind: str, raw: dict, source: str):
+    """Validate a raw dict for settings ``kind``; return the dataclass or raise SettingsError."""
+    cls = SETTINGS_CLASSES[kind]
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: expected a JSON object at top level")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise SettingsError(f"{source}: unknown key '{key}' (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            raise SettingsError(f"{source}: missing key '{name}' ({f.metadata['doc']})")
+        value = raw[name]
+        meta = f.metadata
+        if value is None and meta["optional"]:
+            values[name] = None
+            continue
+        if not _type_ok(meta["kind"], value):
+            raise SettingsError(f"{source}: key '{name}' must be {meta['kind']}"
+                                f"{' or null' if meta['optional'] else ''}, got {json.dumps(value)}")
+        if meta["kind"] == "float":
+            value = float(value)
+        if meta["check"] is not None and not meta["check"](value):
+            raise SettingsError(f"{source}: key '{name}' has invalid value {json.dumps(value)} ({meta['doc']})")
+        values[name] = value
+    settings = cls(**values)
+    _cross_check(kind, settings, source)
+    return settings
+
+
+def _cross_check(kind: str, s, source: str) -> None:
+    if kind == "data":
+        if s.sampling_rate % s.downsample_rate:
+            raise SettingsError(f"{source}: key 'downsample_rate' must divide sampling_rate ({s.sampling_rate})")
+        if s.test_fraction + s.validation_fraction >= 1:
+            raise SettingsError(f"{source}: key 'test_fraction' + validation_fraction must be < 1")
+    if kind == "model" and s.output_rate % s.input_rate:
+        raise SettingsError(f"{source}: key 'output_rate' must be a multiple of input_rate ({s.input_rate})")
+    if kind == "upsampling" and s.overlap_seconds * 2 > s.window_seconds:
+        raise SettingsError(f"{source}: key 'overlap_seconds' must be at most half of window_seconds")
+
+
+def project_path(path: str | os.PathLike) -> Path:
+    """A path from a settings file: relative ones are relative to the project root.
+
+    (Paths given as command-line flags are made absolute from the current folder by the
+    scripts before they override a setting, so both behave as a user expects.)
+    """
+    p = Path(path).expanduser()
+    return Path(os.path.normpath(p if p.is_absolute() else PROJECT_ROOT / p))
+
+
+def resolve_path(path_or_dir: str | os.PathLike | None, kind: str) -> Path:
+    """The JSON file for ``kind``: ``path_or_dir`` may be a settings dir or the file itself."""
+    p = Path(path_or_dir) if path_or_dir else DEFAULT_SETTINGS_DIR
+    if p.is_dir():
+        return p / SETTINGS_FILES[kind]
+    if p.name in SETTINGS_FILES.values() and p.name != SETTINGS_FILES[kind]:
+        return p.parent / SETTINGS_FILES[kind]  # a sibling file of another kind: same folder
+    return p
+
+
+def load(kind: str, path_or_dir: str | os.PathLike | None = None, overrides: dict | None = None):
+    """Load, validate and return the settings dataclass of ``kind`` ('data', 'model', ...)."""
+    path = resolve_path(path_or_dir, kind)
+    if not path.is_file():
+        raise SettingsError(f"{path}: settings file not found")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SettingsError(f"{path}: not valid JSON ({e})") from None
+    settings = validate(kind, raw, str(path))
+    return apply_overrides(settings, overrides or {}, str(path)) if overrides else settings
+
+
+def apply_overrides(settings, overrides: dict, source: str = "command line"):
+    """Return ``settings`` with single values replaced; re-validated. None values are ignored."""
+    kind = next(k for k, c in SETTINGS_CLASSES.items() if isinstance(settings, c))
+    raw = dataclasses.asdict(settings)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in raw:
+            raise SettingsError(f"{source}: unknown key '{key}' in override")
+        raw[key] = value
+    return validate(kind, raw, f"{source} (with overrides)")
+
+
+def to_json(settings) -> dict:
+    """Plain dict of a settings dataclass (for data_info.json, run folders, model metadata)."""
+    return dataclasses.asdict(settings)
+
+
+def parse_set_arguments(pairs: list[str] | None) -> dict:
+    """Parse ``--set key=value`` pairs; the value is JSON when it parses, else a string."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SettingsError(f"--set expects KEY=VALUE, got '{pair}'")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--settings`` and repeatable ``--set KEY=VALUE`` to a script's parser."""
+    parser.add_argument("--settings", default=str(DEFAULT_SETTINGS_DIR), metavar="DIR_OR_FILE",
+                        help="settings directory (or one JSON file) (default: %(default)s)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_values",
+                        help="override one setting (JSON value), may repeat")
+
+
+def load_for_script(args: argparse.Namespace, kinds: list[str], flags: dict | None = None) -> dict:
+    """Load the settings ``kinds`` a script needs, applying ``--set`` pairs and explicit flags.
+
+    ``flags`` maps setting keys to flag values (None = flag not given). Each override goes to
+    the kind that has the key; a key no loaded kind has is an error.
+    """
+    overrides = parse_set_arguments(getattr(args, "set_values", None))
+    overrides.update({k: v for k, v in (flags or {}).items() if v is not None})
+    loaded = {kind: load(kind, args.settings) for kind in kinds}
+    for key in overrides:
+        if not any(key in to_json(s) for s in loaded.values()):
+            raise SettingsError(f"override '{key}': no such key in {', '.join(SETTINGS_FILES[k] for k in kinds)}")
+    for kind, s in loaded.items():
+        mine = {k: v for k, v in overrides.items() if k in to_json(s)}
+        if mine:
+            loaded[kind] = apply_overrides(s, mine, str(resolve_path(args.settings, kind)))
+    return loaded

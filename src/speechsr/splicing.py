@@ -1,0 +1,308 @@
+"""Cut every recording of a corpus into aligned high-res / low-res clip pairs.
+
+Per recording (one worker process each, memory bounded by one recording per worker):
+
+1. read it as mono at ``sampling_rate`` Hz (:func:`speechsr.audio.read_audio`: downmix + soxr);
+2. trim ``start_time`` s from the start and up to ``end_time`` (``<= 0``: that many seconds
+   before the end; ``> 0``: absolute end time in seconds);
+3. make the low-res twin once for the whole trimmed recording with sox
+   (:func:`speechsr.audio.sox_downsample`, ``downsample_rate`` Hz);
+4. cut both into clips of ``splice_duration`` s: clip ``i`` is samples
+   ``[i*H, (i+1)*H)`` of the high-res and ``[i*H/f, (i+1)*H/f)`` of the low-res signal
+   (``H = splice_duration * sampling_rate``, ``f = sampling_rate / downsample_rate``), so both
+   cover the same time span; the partial last clip is dropped or zero-padded (``last_clip``).
+
+Layout: ``<output_dir>/clips/<id>/<id>_<index:05d>.{hr,lr}.wav`` plus ``<id>.done.json``
+(manifest). A recording is written into ``clips/.<id>.partial/`` and renamed into place when
+complete, so an interrupted run never leaves half a recording; a rerun reuses every recording
+whose manifest matches the current settings. Unreadable inputs are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import shutil
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speechsr import audio
+from speechsr.corpus import find_recordings, resolve_data_path
+from speechsr.settings import DataSettings, to_json
+
+MANIFEST_SUFFIX = ".done.json"
+PARTIAL_SUFFIX = ".partial"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and manifests
+
+
+def clip_lengths(s: DataSettings) -> tuple[int, int]:
+    """``(high-res, low-res)`` clip length in samples; ValueError if not whole numbers."""
+    hr = s.splice_duration * s.sampling_rate
+    lr = s.splice_duration * s.downsample_rate
+    if abs(lr - round(lr)) > 1e-6 or round(lr) < 1:
+        raise ValueError(f"splice_duration {s.splice_duration} s is not a whole number of samples "
+                         f"at downsample_rate {s.downsample_rate} Hz")
+    return int(round(hr)), int(round(lr))
+
+
+def clip_params(s: DataSettings) -> dict:
+    """The settings that determine a recording's clips (stored in and checked against manifests)."""
+    return {k: getattr(s, k) for k in ("sampling_rate", "downsample_rate", "splice_duration",
+                                       "start_time", "end_time", "last_clip", "clip_subtype")}
+
+
+def clip_names(rid: str, index: int) -> tuple[str, str]:
+    """File names of clip ``index`` of recording ``rid``: ``(high-res, low-res)``."""
+    stem = f"{rid}_{index:05d}"
+    return f"{stem}.hr.wav", f"{stem}.lr.wav"
+
+
+def manifest_path(rec_dir: Path) -> Path:
+    return rec_dir / f"{rec_dir.name}{MANIFEST_SUFFIX}"
+
+
+def read_manifest(rec_dir: str | os.PathLike, params: dict | None = None) -> dict | None:
+    """The manifest of a complete recording folder, or None when missing/incomplete.
+
+    With ``params``, a manifest made with other clip parameters also counts as incomplete.
+    """
+    rec_dir = Path(rec_dir)
+    try:
+        m = json.loads(manifest_path(rec_dir).read_text())
+        if m["recording_id"] != rec_dir.name or (params is not None and m["params"] != params):
+            return None
+        for i in range(int(m["clips"])):
+            if not all((rec_dir / name).is_file() for name in clip_names(m["recording_id"], i)):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return m
+
+
+def trim_bounds(n: int, rate: int, start_time: float, end_time: float) -> tuple[int, int]:
+    """Sample range ``[first, last)`` kept of ``n`` samples at ``rate`` Hz (may be empty)."""
+    first = int(round(start_time * rate))
+    last = n - int(round(-end_time * rate)) if end_time <= 0 else int(round(end_time * rate))
+    last = min(n, last)
+    return min(first, n), max(min(first, n), last)
+
+
+# ---------------------------------------------------------------------------------------------
+# One recording (runs in a worker process)
+
+
+def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir: str | os.PathLike) -> dict:
+    """Splice one recording into ``clips_dir/<rid>/``; returns a result dict.
+
+    ``status`` is 'done' (written now), 'reused' (complete from an earlier run) or 'skipped'
+    (with ``reason``). Never raises for a bad input: every exception becomes 'skipped'.
+    """
+    clips_dir = Path(clips_dir)
+    final = clips_dir / rid
+    partial = clips_dir / f".{rid}{PARTIAL_SUFFIX}"
+    result = {"recording_id": rid, "path": str(path), "status": "skipped", "clips": 0,
+              "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0}
+    try:
+        m = read_manifest(final, params)
+        if m is not None:
+            result.update(status="reused", clips=m["clips"], duration_s=m["duration_s"],
+                          input_s=m["source_duration_s"], clipped_samples=m.get("clipped_samples", 0))
+            return result
+        if final.exists():  # stale: incomplete or made with other settings
+            shutil.rmtree(final)
+        result.update(_splice(rid, Path(path), params, partial))
+        if result["status"] == "done":
+            os.rename(partial, final)
+    except Exception as e:  # noqa: BLE001 - a bad input must never abort the run
+        reason = str(e) if isinstance(e, audio.AudioError) else f"{type(e).__name__}: {e}"
+        result.update(status="skipped", reason=" ".join(reason.split())[:500])
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return result
+
+
+def _splice(rid: str, path: Path, p: dict, partial: Path) -> dict:
+    sr, dr = p["sampling_rate"], p["downsample_rate"]
+    hr_len = int(round(p["splice_duration"] * sr))
+    lr_len = int(round(p["splice_duration"] * dr))
+    x, _ = audio.read_audio(path, rate=sr)
+    source_s = len(x) / sr
+    first, last = trim_bounds(len(x), sr, p["start_time"], p["end_time"])
+    hr = x[first:last]
+    if len(hr) < hr_len:
+        return {"status": "skipped", "input_s": source_s,
+                "reason": f"too short: {len(hr) / sr:.2f} s left after trimming "
+                          f"(source {source_s:.2f} s), one clip needs {p['splice_duration']:g} s"}
+    lr = audio.sox_downsample(hr, sr, dr)
+    count, rest = divmod(len(hr), hr_len)
+    pad_s = 0.0
+    if rest and p["last_clip"] == "pad":
+        hr = np.pad(hr, (0, hr_len - rest))
+        pad_s = (hr_len - rest) / sr
+        count += 1
+    lr = np.pad(lr, (0, max(0, count * lr_len - len(lr))))
+    hr, lr = hr[:count * hr_len], lr[:count * lr_len]
+    clipped = 0
+    if p["clip_subtype"] != "FLOAT":  # integer WAV would wrap around outside [-1, 1]
+        clipped = int(np.count_nonzero(np.abs(hr) > 1) + np.count_nonzero(np.abs(lr) > 1))
+        if clipped:
+            hr, lr = np.clip(hr, -1, 1), np.clip(lr, -1, 1)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for i in range(count):
+        hr_name, lr_name = clip_names(rid, i)
+        sf.write(partial / hr_name, hr[i * hr_len:(i + 1) * hr_len], sr, subtype=p["clip_subtype"], format="WAV")
+        sf.write(partial / lr_name, lr[i * lr_len:(i + 1) * lr_len], dr, subtype=p["clip_subtype"], format="WAV")
+    manifest = {"recording_id": rid, "source": str(path), "params": p, "clips": count,
+                "clip_duration_s": p["splice_duration"], "duration_s": count * p["splice_duration"],
+                "source_duration_s": source_s, "trimmed_duration_s": (last - first) / sr,
+                "padded_s": pad_s, "clipped_samples": clipped}
+    (partial / f"{rid}{MANIFEST_SUFFIX}").write_text(json.dumps(manifest, indent=1) + "\n")
+    return {"status": "done", "clips": count, "duration_s": manifest["duration_s"],
+            "input_s": source_s, "clipped_samples": clipped}
+
+
+def _work(task: tuple) -> dict:
+    return splice_recording(*task)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole corpus
+
+
+@dataclasses.dataclass
+class SpliceSummary:
+    """Outcome of :func:`splice_corpus` (also written to ``data_info.json``)."""
+    found: int
+    processed: int
+    reused: int
+    skipped: list
+    clips: int
+    clip_duration_s: float
+    total_duration_s: float
+    input_seconds: float
+    elapsed_s: float
+    throughput: float
+    output_dir: str
+    data_info: str
+    results: list = dataclasses.field(repr=False, default_factory=list)
+
+
+def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
+    """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once."""
+    pending = collections.deque(tasks)
+    while pending:
+        suspects = []
+        with cf.ProcessPoolExecutor(jobs) as pool:
+            inflight: dict = {}
+            while pending or inflight:
+                while pending and len(inflight) < 2 * jobs and not suspects:
+                    task = pending.popleft()
+                    inflight[pool.submit(_work, task)] = task
+                if not inflight:
+                    break
+                done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    task = inflight.pop(fut)
+                    try:
+                        on_result(fut.result())
+                    except BrokenProcessPool:
+                        suspects.append(task)
+                if suspects:  # the pool is dead: every in-flight task is a suspect
+                    suspects += list(inflight.values())
+                    break
+        for task in suspects:  # retry each alone, so only a task that crashes by itself is skipped
+            try:
+                with cf.ProcessPoolExecutor(1) as solo:
+                    on_result(solo.submit(_work, task).result())
+            except BrokenProcessPool:
+                on_result({"recording_id": task[0], "path": task[1], "status": "skipped", "clips": 0,
+                           "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0,
+                           "reason": "worker process crashed while reading or splicing this file"})
+
+
+def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = True) -> SpliceSummary:
+    """Splice every recording of the corpus described by ``s``; write ``data_info.json``.
+
+    ``jobs`` worker processes (default ``os.cpu_count()``). Raises CorpusError/ValueError for a
+    missing corpus or unusable settings before any work starts.
+    """
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    hr_len, lr_len = clip_lengths(s)
+    params = clip_params(s)
+    base = resolve_data_path(s.input_dir_name_base)
+    out = resolve_data_path(s.output_dir)
+    recordings = find_recordings(base, s.input_dir_name_dirs, s.input_data_suffix, exclude=[out])
+    clips_dir = out / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(recordings)))
+
+    results: list[dict] = []
+    bar = tqdm(total=len(recordings), unit="rec", disable=not progress, dynamic_ncols=True)
+    audio_s = 0.0
+
+    def on_result(r: dict) -> None:
+        nonlocal audio_s
+        results.append(r)
+        audio_s += r["input_s"]
+        bar.update(1)
+        bar.set_postfix_str(f"audio={audio_s:.0f}s", refresh=False)
+
+    tasks = [(r.id, str(r.path), params, str(clips_dir)) for r in recordings]
+    try:
+        _run_pool(tasks, jobs, on_result)
+    finally:
+        bar.close()
+
+    results.sort(key=lambda r: r["recording_id"])
+    ok = [r for r in results if r["status"] != "skipped"]
+    skipped = [{"recording_id": r["recording_id"], "path": r["path"], "reason": r["reason"]}
+               for r in results if r["status"] == "skipped"]
+    done = [r for r in results if r["status"] == "done"]
+    elapsed = time.perf_counter() - t0
+    processed_s = sum(r["input_s"] for r in done)
+    summary = SpliceSummary(
+        found=len(recordings), processed=len(done), reused=len(ok) - len(done), skipped=skipped,
+        clips=sum(r["clips"] for r in ok), clip_duration_s=s.splice_duration,
+        total_duration_s=sum(r["duration_s"] for r in ok), input_seconds=processed_s,
+        elapsed_s=elapsed, throughput=processed_s / elapsed if elapsed > 0 else 0.0,
+        output_dir=str(out), data_info=str(out / "data_info.json"), results=results)
+    info = {
+        "settings": to_json(s),
+        "input_dir": str(base),
+        "output_dir": str(out),
+        "recordings": {"found": summary.found, "processed": summary.processed,
+                       "reused": summary.reused, "skipped": len(skipped)},
+        "clips": summary.clips,
+        "clip_duration_s": s.splice_duration,
+        "clip_samples": {"high_res": hr_len, "low_res": lr_len},
+        "total_clip_duration_s": round(summary.total_duration_s, 6),
+        "sampling_rate": s.sampling_rate,
+        "downsample_rate": s.downsample_rate,
+        "clipped_samples": sum(r["clipped_samples"] for r in ok),
+        "sox_version": audio.sox_version(),
+        "jobs": jobs,
+        "skipped": skipped,
+        "elapsed_s": round(elapsed, 3),
+        "input_audio_s": round(processed_s, 3),
+        "throughput_x_realtime": round(summary.throughput, 2),
+    }
+    with audio.atomic_path(out / "data_info.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    return summary

@@ -1,0 +1,281 @@
+"""Training loop: tf.distribute custom loop with resumable checkpoints and best-model keeping.
+
+A run folder ``<models_dir>/<run_name>/`` holds:
+
+- ``best.keras`` + ``best.json``: the model with the lowest validation loss so far;
+- ``checkpoints/``: the last training state (weights, optimizer, epoch and step counters),
+  written every ``checkpoint_every_steps`` steps and at each epoch end, for ``--resume``;
+- ``train_loss.txt`` / ``val_loss.txt``: one value per epoch and line (as the reference suite);
+  ``history.csv``: epoch, losses, validation SNR/LSD, learning rate, seconds, input-wait share;
+- ``tensorboard/``: TensorBoard logs; ``settings/``: the settings the run used.
+
+Strategies: ``default`` (one device), ``mirrored`` (all local GPUs, or CPUs made logical
+devices), ``multiworker`` (machines listed in ``TF_CONFIG``; only the chief writes the run).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from speechsr import dataset, losses, metrics
+from speechsr import settings as settings_mod
+from speechsr.audio import atomic_path
+from speechsr.model import build_model, required_multiple
+from speechsr.model_io import save_model
+
+log = logging.getLogger("speechsr")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy called ``name`` (see module docstring)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise TrainingError("--strategy multiworker needs the TF_CONFIG environment variable "
+                                "(cluster spec and this worker's task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainingError(f"unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
+                                                     and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _write_lines(path: Path, values: list[float]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{v:.8g}\n" for v in values))
+
+
+def _learning_rate(ts: settings_mod.TrainingSettings, total_steps: int):
+    if ts.lr_schedule == "constant" and ts.warmup_steps == 0:
+        return ts.learning_rate
+    decay = max(1, total_steps - ts.warmup_steps)
+    alpha = 1.0 if ts.lr_schedule == "constant" else 0.02
+    if ts.warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(0.0, decay, alpha=alpha, warmup_target=ts.learning_rate,
+                                                      warmup_steps=ts.warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(ts.learning_rate, decay, alpha=alpha)
+
+
+def _optimizer(ts: settings_mod.TrainingSettings, total_steps: int) -> keras.optimizers.Optimizer:
+    lr = _learning_rate(ts, total_steps)
+    if ts.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=ts.weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings) -> None:
+    """Fail fast, before any work, on inputs that cannot train."""
+    for key in ("train_csv", "validation_csv"):
+        path = settings_mod.project_path(getattr(ts, key))
+        if not path.is_file():
+            raise TrainingError(f"{key} '{path}' not found: run preprocessing/splice_raw_data.py and "
+                                "preprocessing/test_train_split.py first (README, 'Train on your own corpus')")
+    if ts.patch_length % required_multiple(ms):
+        raise TrainingError(f"patch_length {ts.patch_length} must be a multiple of {required_multiple(ms)} "
+                            f"(2 ** (num_blocks + 1) low-res samples)")
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoint and run folder of one training run."""
+
+    def __init__(self, ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings,
+                 strategy: str = "default", resume: bool = False, overwrite: bool = False):
+        check_inputs(ms, ts)
+        self.ms, self.ts = ms, ts
+        self.factor = ms.output_rate // ms.input_rate
+        self.strategy = make_strategy(strategy)
+        self.chief = _is_chief(self.strategy)
+        self.run_dir = settings_mod.project_path(ts.models_dir) / ts.run_name
+        ckpt_dir = self.run_dir / "checkpoints"
+        if self.chief:
+            self._prepare_run_dir(ckpt_dir, resume, overwrite)
+        # non-chief workers must still write their checkpoint shards somewhere: a private temp dir
+        self.ckpt_dir = ckpt_dir if self.chief else Path(tempfile.mkdtemp(prefix="speechsr-worker-"))
+        if not self.chief and resume and ckpt_dir.exists():
+            shutil.copytree(ckpt_dir, self.ckpt_dir, dirs_exist_ok=True)
+
+        self.steps_per_epoch = ts.steps_per_epoch or dataset.steps_in_epoch(settings_mod.project_path(ts.train_csv), ts.batch_size)
+        if self.steps_per_epoch < 1:
+            raise TrainingError(f"{ts.train_csv}: fewer clips than one batch of {ts.batch_size}")
+        tf.keras.utils.set_random_seed(ts.seed)
+        with self.strategy.scope():
+            self.model = build_model(ms)
+            self.optimizer = _optimizer(ts, ts.epochs * self.steps_per_epoch)
+            self.optimizer.build(self.model.trainable_variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.best_val = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+            self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # this epoch's, so far
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
+                                              step_in_epoch=self.step_in_epoch, best_val=self.best_val,
+                                              loss_sum=self.loss_sum)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.ckpt_dir), max_to_keep=2)
+        if resume:
+            if self.manager.latest_checkpoint is None:
+                raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
+            self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+            log.info("resumed %s at epoch %d, step %d", self.manager.latest_checkpoint,
+                     int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
+        self._train_step = self._make_train_step()
+        self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    # -- run folder -------------------------------------------------------------------------
+    def _prepare_run_dir(self, ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
+        if self.run_dir.exists() and not resume:
+            if not overwrite and any(self.run_dir.iterdir()):
+                raise TrainingError(f"run folder {self.run_dir} exists: pass --resume to continue it, "
+                                    "--overwrite to start again, or another --run-name")
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if resume and not ckpt_dir.exists():
+            raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
+        (self.run_dir / "settings").mkdir(parents=True, exist_ok=True)
+        for kind, s in (("model", self.ms), ("training", self.ts)):
+            with atomic_path(self.run_dir / "settings" / settings_mod.SETTINGS_FILES[kind]) as tmp:
+                tmp.write_text(json.dumps(settings_mod.to_json(s), indent=2) + "\n")
+
+    # -- steps ------------------------------------------------------------------------------
+    def _make_train_step(self):
+        global_batch = self.ts.batch_size
+        weight = self.ts.mrstft_weight
+
+        def replica_step(lr, hr):
+            with tf.GradientTape() as tape:
+                y_hat = self.model(lr, training=True)
+                per_example = losses.combined(hr, y_hat, weight)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if self.model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss
+
+        @tf.function(jit_compile=False)
+        def step(batch):
+            per_replica = self.strategy.run(replica_step, args=batch)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return step
+
+    def _epoch_dataset(self, epoch: int, skip: int):
+        """Epoch ``epoch``'s batches from batch ``skip`` on (the same ones an uninterrupted run sees)."""
+        ds = dataset.training_dataset(settings_mod.project_path(self.ts.train_csv), self.factor, self.ts.patch_length,
+                                      self.ts.batch_size, self.ts.seed, epoch, self.ts.augment_gain_db,
+                                      self.ts.shuffle_buffer)
+        if self.ts.steps_per_epoch:
+            ds = ds.repeat().take(self.steps_per_epoch)
+        ds = ds.skip(skip)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+
+    def validate(self) -> dict:
+        """Validation loss (same loss as training), SNR and LSD (dB / log10 units), clip means."""
+        clips = dataset.validation_clips(settings_mod.project_path(self.ts.validation_csv), required_multiple(self.ms),
+                                         self.ts.validation_max_clips)
+        loss, snrs, lsds = [], [], []
+        for lr, hr in clips:
+            y_hat = self._predict(tf.constant(lr[None, :, None]))
+            loss.append(float(losses.combined(tf.constant(hr[None, :, None]), y_hat, self.ts.mrstft_weight)[0]))
+            y_hat = y_hat.numpy()[0, :, 0]
+            snrs.append(metrics.snr(hr, y_hat))
+            lsds.append(metrics.lsd(hr, y_hat))
+        return {"val_loss": float(np.mean(loss)), "val_snr": float(np.mean(snrs)), "val_lsd": float(np.mean(lsds))}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        self.manager.save()
+
+    def fit(self) -> dict:
+        """Train until ``epochs``; returns the last epoch's record."""
+        writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard")) if self.chief else None
+        record = {}
+        while int(self.epoch.numpy()) < self.ts.epochs:
+            epoch = int(self.epoch.numpy())
+            skip = int(self.step_in_epoch.numpy())
+            iterator = iter(self._epoch_dataset(epoch, skip))
+            bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{self.ts.epochs}",
+                       unit="step", disable=not self.chief, dynamic_ncols=True, mininterval=2)
+            started, waited = time.perf_counter(), 0.0
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
+                waited += time.perf_counter() - t0
+                loss = float(self._train_step(batch))
+                if not math.isfinite(loss):
+                    raise TrainingError(f"loss became {loss} at epoch {epoch + 1}; lower learning_rate")
+                self.loss_sum.assign_add(loss)
+                self.step_in_epoch.assign_add(1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.loss_sum.numpy() / self.step_in_epoch.numpy():.3g}", refresh=False)
+                if int(self.step_in_epoch.numpy()) % self.ts.checkpoint_every_steps == 0:
+                    self._save_checkpoint()
+            bar.close()
+            elapsed = time.perf_counter() - started
+            steps_done = max(int(self.step_in_epoch.numpy()), 1)
+            record = {"epoch": epoch + 1, "train_loss": float(self.loss_sum.numpy()) / steps_done, **self.validate(),
+                      "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+                      "seconds": elapsed, "input_wait_share": waited / max(elapsed, 1e-9)}
+            improved = record["val_loss"] < float(self.best_val.numpy())
+            if improved:
+                self.best_val.assign(record["val_loss"])
+            self.epoch.assign_add(1)
+            self.step_in_epoch.assign(0)
+            self.loss_sum.assign(0.0)
+            if self.chief:
+                self._write_epoch(record, improved, writer)
+            self._save_checkpoint()
+            log.info("epoch %d: train_loss %.4g val_loss %.4g val SNR %.2f dB val LSD %.3f%s (%.0f s, input wait %.1f%%)",
+                     record["epoch"], record["train_loss"], record["val_loss"], record["val_snr"], record["val_lsd"],
+                     " *best*" if improved else "", elapsed, 100 * record["input_wait_share"])
+        if not self.chief:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        return record
+
+    def _write_epoch(self, record: dict, improved: bool, writer) -> None:
+        if improved:
+            save_model(self.model, self.run_dir / "best.keras", self.ms,
+                       {"epoch": record["epoch"], "val_loss": record["val_loss"], "val_snr": record["val_snr"],
+                        "val_lsd": record["val_lsd"], "training_settings": settings_mod.to_json(self.ts)})
+        history = self.run_dir / "history.csv"
+        rows = list(csv.DictReader(history.open())) if history.exists() else []
+        rows = [r for r in rows if int(r["epoch"]) < record["epoch"]] + [{k: str(v) for k, v in record.items()}]
+        with atomic_path(history) as tmp, tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(record))
+            w.writeheader()
+            w.writerows(rows)
+        _write_lines(self.run_dir / "train_loss.txt", [float(r["train_loss"]) for r in rows])
+        _write_lines(self.run_dir / "val_loss.txt", [float(r["val_loss"]) for r in rows])
+        with writer.as_default(step=record["epoch"]):
+            for key in ("train_loss", "val_loss", "val_snr", "val_lsd", "learning_rate", "input_wait_share"):
+                tf.summary.scalar(key, record[key])
+        writer.flush()
+

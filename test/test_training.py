@@ -1,0 +1,201 @@
+"""The U-Net and train.py: shapes, overfitting, best model, resume after SIGKILL, tf.distribute."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import PROJECT_ROOT, speech_like, tiny_model_settings
+from speechsr import audio, losses, metrics, model_io, settings
+from speechsr.model import build_model, conv_flops_per_second, required_multiple, sinc_interpolation_kernel
+
+TRAIN = [sys.executable, str(PROJECT_ROOT / "train.py")]
+
+
+def run_train(args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(TRAIN + args, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 5])
+def test_output_is_factor_times_input_for_several_depths(blocks):
+    s = tiny_model_settings(num_blocks=blocks)
+    m = build_model(s)
+    assert required_multiple(s) == 2 ** (blocks + 1)
+    for n in (required_multiple(s), 3 * required_multiple(s)):
+        assert m(np.zeros((2, n, 1), np.float32)).shape == (2, 4 * n, 1)
+
+
+def test_untrained_model_is_sinc_interpolation_close_to_soxr():
+    """Zero-initialised final conv: the model starts as its fixed interpolator, near soxr sinc."""
+    from speechsr.baselines import sinc
+    s = tiny_model_settings(interpolation_taps=32)
+    x = speech_like(1.0)
+    lr = audio.sox_downsample(x, 16000, 4000)[:4000 // 8 * 8]
+    y = build_model(s)(lr[None, :, None]).numpy()[0, :, 0]
+    ref = sinc(lr, 4000, 16000)
+    assert metrics.snr(ref[400:-400], y[400:-400]) > 30
+
+
+def test_interpolation_kernel_passes_samples_through():
+    k = sinc_interpolation_kernel(4, 16)
+    np.testing.assert_allclose(k[16, 0, 0], 1.0, atol=1e-6)  # phase 0 is the sample itself
+    np.testing.assert_allclose(k.sum(axis=0), 1.0, atol=1e-6)
+
+
+def test_flops_grow_with_width():
+    assert conv_flops_per_second(tiny_model_settings(first_filters=16, filter_cap=32)) > \
+        3 * conv_flops_per_second(tiny_model_settings())
+
+
+def test_model_overfits_one_clip():
+    """Loss falls by 10x within a few dozen steps on one clip (the model can learn)."""
+    keras.utils.set_random_seed(0)
+    t = np.arange(2048) / 16000  # a 200 Hz 'voice' with harmonics up to 5.8 kHz
+    x = (0.2 * sum(np.sin(2 * np.pi * 200 * k * t + k) / k for k in range(1, 30))).astype(np.float32)
+    lr = audio.sox_downsample(x, 16000, 4000)
+    m = build_model(tiny_model_settings(first_filters=16, filter_cap=32))
+    opt = keras.optimizers.Adam(3e-3)
+    xb, yb = tf.constant(lr[None, :, None]), tf.constant(x[None, :, None])
+
+    @tf.function(jit_compile=False)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(losses.mse(yb, m(xb, training=True)))
+        opt.apply_gradients(zip(tape.gradient(loss, m.trainable_variables), m.trainable_variables))
+        return loss
+
+    first = float(step())
+    last = min(float(step()) for _ in range(50))
+    assert last < first / 10, (first, last)
+
+
+def test_mrstft_loss_is_zero_for_equal_signals_and_positive_otherwise():
+    y = tf.constant(speech_like(0.5)[None, :, None])
+    assert float(losses.mrstft(y, y)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.mrstft(y, 0.5 * y)[0]) > 0.1
+
+
+def test_train_keeps_best_model_and_loss_files(tiny_settings_dir, tmp_path):
+    r = run_train(["--settings", str(tiny_settings_dir)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "models" / "tiny"
+    train_loss = [float(v) for v in (run / "train_loss.txt").read_text().split()]
+    val_loss = [float(v) for v in (run / "val_loss.txt").read_text().split()]
+    assert len(train_loss) == len(val_loss) == 3
+    info = json.loads((run / "best.json").read_text())
+    assert info["val_loss"] == pytest.approx(min(val_loss), rel=1e-6)
+    assert info["epoch"] == 1 + int(np.argmin(val_loss))
+    model, ms, _ = model_io.load_model(run / "best.keras")
+    assert model.count_params() == build_model(ms).count_params()
+    assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
+    assert not list(run.rglob("*.part*"))
+    # the run folder is protected from an accidental restart
+    again = run_train(["--settings", str(tiny_settings_dir)])
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_bad_settings_and_missing_csv_fail_before_work(tiny_settings_dir, tmp_path):
+    r = run_train(["--settings", str(tiny_settings_dir), "--set", "batch_sise=3"])
+    assert r.returncode == 2 and "batch_sise" in r.stderr and "Traceback" not in r.stderr
+    r = run_train(["--settings", str(tiny_settings_dir), "--train-csv", str(tmp_path / "nope.csv")])
+    assert r.returncode == 2 and "nope.csv" in r.stderr and "Traceback" not in r.stderr
+    r = run_train(["--settings", str(tiny_settings_dir), "--set", "patch_length=500"])
+    assert r.returncode == 2 and "multiple of 8" in r.stderr
+
+
+def test_summary_prints_parameters_and_flops(tiny_settings_dir):
+    r = run_train(["--settings", str(tiny_settings_dir), "--summary"])
+    assert r.returncode == 0 and "parameters:" in r.stdout and "GFLOP per second of audio" in r.stdout
+
+
+def _wait_for(predicate, timeout, proc):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_settings_dir, tmp_path):
+    """Kill -9 mid-epoch, --resume: same epochs, same losses as a run never interrupted."""
+    ref = run_train(["--settings", str(tiny_settings_dir), "--run-name", "ref", "--epochs", "3"])
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    run = tmp_path / "models" / "tiny"
+    args = ["--settings", str(tiny_settings_dir), "--epochs", "3", "--set", "checkpoint_every_steps=5"]
+    proc = subprocess.Popen(TRAIN + args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # epoch 1 = 6 step checkpoints + 1 at its end; kill during epoch 2, after a mid-epoch checkpoint
+    mid_epoch = lambda: (run / "train_loss.txt").exists() and _ckpt_count(run) >= 8  # noqa: E731
+    assert _wait_for(mid_epoch, 240, proc), "training never reached epoch 2"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len((run / "train_loss.txt").read_text().split()) < 3
+
+    resumed = run_train(args + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stderr
+    got = [float(v) for v in (run / "train_loss.txt").read_text().split()]
+    want = [float(v) for v in (tmp_path / "models" / "ref" / "train_loss.txt").read_text().split()]
+    assert len(got) == 3
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def _ckpt_count(run) -> int:
+    text = (run / "checkpoints" / "checkpoint").read_text()
+    numbers = [int(line.split("ckpt-")[1].strip('"\n')) for line in text.splitlines() if "model_checkpoint_path" in line]
+    return max(numbers, default=0)
+
+
+DISTRIBUTED_SCRIPT = """
+import sys, tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+sys.argv = ["train.py"] + sys.argv[1:]
+import runpy; runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny_settings_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-c", DISTRIBUTED_SCRIPT, "--settings", str(tiny_settings_dir),
+                        "--strategy", "mirrored", "--epochs", "2"],
+                       capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "CPU:1" in r.stderr  # both logical devices took part
+    assert len((tmp_path / "models" / "tiny" / "val_loss.txt").read_text().split()) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multiworker_strategy_with_two_local_workers(tiny_settings_dir, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(TRAIN + ["--settings", str(tiny_settings_dir), "--strategy", "multiworker",
+                                               "--epochs", "2"],
+                                      cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    run = tmp_path / "models" / "tiny"
+    assert len((run / "val_loss.txt").read_text().split()) == 2  # written once, by the chief
+    assert (run / "best.keras").is_file()

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Train the U-Net on clip pairs made by preprocessing/ (settings: model + training JSON).
+
+Examples:
+  python train.py --settings settings/librispeech
+  python train.py --settings settings/librispeech --resume          # continue after a crash
+  python train.py --summary                                          # parameters and FLOPs only
+  python train.py --strategy mirrored                                # all local GPUs
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
+from speechsr import settings
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_settings_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
+    p.add_argument("--summary", action="store_true", help="print the model summary (parameters, FLOPs/s) and exit")
+    p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG) (default: %(default)s)")
+    p.add_argument("--run-name", help="override training 'run_name'")
+    p.add_argument("--models-dir", help="override training 'models_dir'")
+    p.add_argument("--epochs", type=int, help="override training 'epochs'")
+    p.add_argument("--batch-size", type=int, help="override training 'batch_size'")
+    p.add_argument("--learning-rate", type=float, help="override training 'learning_rate'")
+    p.add_argument("--train-csv", help="override training 'train_csv'")
+    p.add_argument("--validation-csv", help="override training 'validation_csv'")
+    p.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="override model 'subpixel_implementation'")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
+    flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
+             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),
+             "validation_csv": absolute(args.validation_csv), "subpixel_implementation": args.subpixel}
+    from speechsr.model import summary_text
+    from speechsr.training import Trainer, TrainingError
+    try:
+        loaded = settings.load_for_script(args, ["model", "training"], flags)
+        if args.summary:
+            print(summary_text(loaded["model"]))
+            return 0
+        trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
+    except (settings.SettingsError, TrainingError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    record = trainer.fit()
+    print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
+          f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
