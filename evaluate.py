@@ -21,21 +21,18 @@ from pathlib import Path
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
 from speechsr.audio import AudioError, audio_info
+from speechsr.inference import add_upsampler_arguments
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--test-csv", help="split CSV with a 'high_res' column, paths relative to its folder "
                                         "(default: <data output_dir>/test.csv)")
     src.add_argument("--input", nargs="+", metavar="DIR_OR_FILE", help="high-res files or folders (recursive)")
     p.add_argument("-o", "--output-dir", help="output folder (default: results/<model name>)")
     p.add_argument("--max-files", type=int, help="evaluate only the first N files")
-    settings.add_settings_arguments(p)
-    p.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
-    p.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
-    p.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="subpixel shuffle implementation")
+    add_upsampler_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -65,8 +62,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from speechsr import inference
     try:
-        up = settings.load_for_script(args, ["upsampling"], {"window_seconds": args.window_seconds,
-                                                             "batch_size": args.batch_size})["upsampling"]
+        up = inference.upsampling_settings_from_args(args)
         if args.max_files is not None and args.max_files < 1:
             raise ValueError("--max-files must be >= 1")
         base = None

@@ -21,6 +21,7 @@ from pathlib import Path
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
 from speechsr.audio import AudioError, audio_info
+from speechsr.inference import add_upsampler_arguments
 
 SUFFIX = "_upsampled.wav"
 
@@ -30,14 +31,10 @@ def parse_args(argv=None):
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file(s) or folder(s) (.wav .flac .ogg .sph)")
     p.add_argument("-o", "--output", help=f"output file (one input; default <stem>{SUFFIX} beside it) "
                                           "or folder (required for several inputs / a folder)")
-    p.add_argument("--model", help="trained .keras model (default: setting 'model')")
     p.add_argument("--reference", action="store_true",
                    help="INPUT is high-res: downsample it, upsample, print SNR/LSD of model, sinc, spline")
     p.add_argument("--plot", metavar="PNG", help="write a spectrogram comparison figure (one input only)")
-    settings.add_settings_arguments(p)
-    p.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
-    p.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
-    p.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="subpixel shuffle implementation")
+    add_upsampler_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
     return p.parse_args(argv)
 
@@ -148,8 +145,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from speechsr import inference
     try:
-        up = settings.load_for_script(args, ["upsampling"], {"window_seconds": args.window_seconds,
-                                                             "batch_size": args.batch_size})["upsampling"]
+        up = inference.upsampling_settings_from_args(args)
         pairs = plan_outputs(args)
         model_path = inference.resolve_model_path(args.model or up.model, from_settings=not args.model)
         upsampler = inference.load_upsampler(model_path, up, args.subpixel)

@@ -414,3 +414,20 @@ def format_metrics_table(scores: dict) -> str:
     lines = [f"{'method':<8} {'SNR (dB)':>9} {'LSD':>7}"]
     lines += [f"{m:<8} {v['snr']:>9.2f} {v['lsd']:>7.3f}" for m, v in scores.items()]
     return "\n".join(lines)
+
+
+def add_upsampler_arguments(parser) -> None:
+    """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
+    from speechsr import settings
+    parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
+    settings.add_settings_arguments(parser)
+    parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
+    parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
+    parser.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="subpixel shuffle implementation")
+
+
+def upsampling_settings_from_args(args) -> UpsamplingSettings:
+    """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
+    from speechsr import settings
+    flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size}
+    return settings.load_for_script(args, ["upsampling"], flags)["upsampling"]

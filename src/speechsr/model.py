@@ -137,8 +137,9 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
     h = SubPixel1D(2, implementation=impl, name="top_shuffle")(h)
     h = keras.layers.Concatenate(name="top_concat")([h, x_in])
 
+    # no bias: a per-phase constant would come out of the shuffle as tones at output_rate / factor
     residual = keras.layers.Conv1D(factor, level_kernel(s, 0), padding="same", name="final_conv",
-                                   kernel_initializer="zeros")(h)
+                                   kernel_initializer="zeros", use_bias=False)(h)
     residual = SubPixel1D(factor, implementation=impl, name="final_shuffle")(residual)
     y = keras.layers.Add(name="high_res")([interpolated, residual])
     return keras.Model(x_in, y, name=name)

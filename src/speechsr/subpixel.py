@@ -85,6 +85,8 @@ def _decide(implementation: str) -> tuple[str, str, bool]:
         return "op", f"compiled op ({ops.LIBRARY_PATH}, {forced_by})", True
     if module is None:
         return "reshape", f"tf.reshape fallback (op library not built: {ops.load_error()})", False
+    if tf.config.list_logical_devices("GPU"):
+        return "reshape", "tf.reshape (a GPU is visible and the op has a CPU kernel only)", False
     return "op", f"compiled op ({ops.LIBRARY_PATH})", False
 
 
