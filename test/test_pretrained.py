@@ -32,5 +32,5 @@ def test_shipped_model_beats_sinc_on_the_bundled_example():
     m = result["metrics"]
     assert m["model"]["lsd"] < m["sinc"]["lsd"] - 1.0, m
     assert m["model"]["lsd"] < m["spline"]["lsd"], m
-    assert m["model"]["snr"] >= m["sinc"]["snr"] - 0.05, m  # not worse than sinc in SNR
+    assert m["model"]["snr"] >= m["sinc"]["snr"], m  # not worse than sinc in SNR
     assert len(result["signals"]["model"]) == len(result["signals"]["reference"])
