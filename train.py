@@ -38,7 +38,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("speechsr").setLevel(logging.INFO)  # our progress lines, not TensorFlow's INFO chatter
     absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
     flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
              "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),

@@ -173,7 +173,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_settings_dir, tmp_path):
                         "--strategy", "mirrored", "--epochs", "2"],
                        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "CPU:1" in r.stderr  # both logical devices took part
+    assert "2 replica(s)" in r.stderr and "CPU:1" in r.stderr  # both logical devices took part
     assert len((tmp_path / "models" / "tiny" / "val_loss.txt").read_text().split()) == 2
 
 

@@ -23,14 +23,13 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from speechsr import audio, baselines, metrics
-from speechsr.settings import PROJECT_ROOT, ModelSettings, UpsamplingSettings
+from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
 # TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
 # checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up.
@@ -237,12 +236,9 @@ def import_tensorflow_quietly() -> None:
 
 
 def resolve_model_path(path: str | os.PathLike, from_settings: bool = False) -> Path:
-    """A model path as given (relative to the working directory); a relative path from the
-    settings file that does not exist there is taken relative to the project root."""
-    p = Path(path)
-    if from_settings and not p.is_absolute() and not p.exists():
-        return PROJECT_ROOT / p
-    return p
+    """A model path: from a settings file, relative to the project root (as every settings
+    path); from the command line, as given (relative to the working directory)."""
+    return project_path(path) if from_settings else Path(path)
 
 
 def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
@@ -253,9 +249,7 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
     """
     import_tensorflow_quietly()
     from speechsr import model_io
-    with warnings.catch_warnings():  # Keras notes that the weightless sinc layer has no build()
-        warnings.filterwarnings("ignore", message=r".*`build\(\)` was called on layer", category=UserWarning)
-        model, model_settings, _ = model_io.load_model(model_path)
+    model, model_settings, _ = model_io.load_model(model_path)
     if subpixel:
         set_subpixel_implementation(model, subpixel)
     return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size)

@@ -59,11 +59,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    """Whether this process writes the run folder: always, except on non-chief multi-workers."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0
-                                                     and "chief" not in resolver.cluster_spec().as_dict())
+    resolver = strategy.cluster_resolver
+    if resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _write_lines(path: Path, values: list[float]) -> None:
@@ -111,6 +114,9 @@ class Trainer:
         self.factor = ms.output_rate // ms.input_rate
         self.strategy = make_strategy(strategy)
         self.chief = _is_chief(self.strategy)
+        if strategy != "default":
+            log.info("strategy %s: %d replica(s) on %s", strategy, self.strategy.num_replicas_in_sync,
+                     ", ".join(self.strategy.extended.worker_devices))
         self.run_dir = settings_mod.project_path(ts.models_dir) / ts.run_name
         ckpt_dir = self.run_dir / "checkpoints"
         if self.chief:
