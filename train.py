@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
              "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),
              "validation_csv": absolute(args.validation_csv), "subpixel_implementation": args.subpixel}
+    from speechsr.inference import import_tensorflow_quietly
+    import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
     from speechsr.model import summary_text
     from speechsr.training import Trainer, TrainingError
     try:

@@ -32,7 +32,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from speechsr.corpus import resolve_data_path
     from speechsr.split import SPLITS, write_splits
-    from speechsr.splicing import clip_params
     try:
         data = settings.load_for_script(args, ["data"], flags={
             "output_dir": os.path.abspath(args.output_dir) if args.output_dir else None,
@@ -40,8 +39,7 @@ def main(argv=None) -> int:
             "validation_fraction": args.validation_fraction})["data"]
         out = resolve_data_path(data.output_dir)
         s = write_splits(out, data.test_fraction, data.validation_fraction, data.split_seed,
-                         by=data.split_by, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else out,
-                         params=clip_params(data))
+                         by=data.split_by, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else out)
     except (settings.SettingsError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -363,7 +363,16 @@ def test_scripts_end_to_end_and_errors(plain, tmp_path):
                    "--csv-dir", str(tmp_path / "csv"))
     assert r.returncode == 0, r.stderr
     assert "validation" in r.stdout and len(read_split_csv(tmp_path / "csv" / "validation.csv")) > 0
-    # clips made with 0.5 s but split asked about 1 s clips: a clear error, no traceback
+    # the split takes the clips as spliced: no need to repeat the splice flags
+    first = (tmp_path / "csv" / "validation.csv").read_bytes()
+    r = run_script("test_train_split.py", "--settings", str(cfg), "--csv-dir", str(tmp_path / "csv"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "csv" / "validation.csv").read_bytes() == first
+    # recordings spliced with different settings cannot be mixed: a clear error, no traceback
+    manifest = sorted((tmp_path / "out" / "clips").glob("*/*.done.json"))[-1]
+    m = json.loads(manifest.read_text())
+    m["params"]["splice_duration"] = 1.0
+    manifest.write_text(json.dumps(m))
     r = run_script("test_train_split.py", "--settings", str(cfg))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "other settings" in r.stderr
 

@@ -42,8 +42,10 @@ class Clip:
 def collect_clips(output_dir: str | os.PathLike, params: dict | None = None) -> list[Clip]:
     """All clips of complete recordings under ``<output_dir>/clips/*/``, sorted.
 
-    With ``params`` (:func:`speechsr.splicing.clip_params`), a recording made with other
-    clip parameters is an error (its clips would not match the rest).
+    Every recording must have been spliced with the same clip parameters
+    (:func:`speechsr.splicing.clip_params`): ``params`` when given, else those of the first
+    recording found. A recording made with other parameters is an error (its clips would not
+    match the rest). The split itself needs no data settings beyond the fractions and seed.
     """
     clips_dir = Path(output_dir) / "clips"
     if not clips_dir.is_dir():
@@ -53,7 +55,8 @@ def collect_clips(output_dir: str | os.PathLike, params: dict | None = None) -> 
         m = read_manifest(rec_dir)
         if m is None:
             continue
-        if params is not None and m["params"] != params:
+        params = m["params"] if params is None else params
+        if m["params"] != params:
             mismatched.append(rec_dir.name)
             continue
         for i in range(m["clips"]):
