@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from speechsr import audio, baselines, metrics
+from speechsr import audio, baselines, metrics, settings
 from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
 # TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
@@ -412,7 +412,6 @@ def format_metrics_table(scores: dict) -> str:
 
 def add_upsampler_arguments(parser) -> None:
     """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
-    from speechsr import settings
     parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
     settings.add_settings_arguments(parser)
     parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
@@ -422,6 +421,5 @@ def add_upsampler_arguments(parser) -> None:
 
 def upsampling_settings_from_args(args) -> UpsamplingSettings:
     """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
-    from speechsr import settings
     flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size}
     return settings.load_for_script(args, ["upsampling"], flags)["upsampling"]

@@ -39,23 +39,23 @@ class Clip:
     duration_s: float
 
 
-def collect_clips(output_dir: str | os.PathLike, params: dict | None = None) -> list[Clip]:
+def collect_clips(output_dir: str | os.PathLike) -> list[Clip]:
     """All clips of complete recordings under ``<output_dir>/clips/*/``, sorted.
 
     Every recording must have been spliced with the same clip parameters
-    (:func:`speechsr.splicing.clip_params`): ``params`` when given, else those of the first
-    recording found. A recording made with other parameters is an error (its clips would not
-    match the rest). The split itself needs no data settings beyond the fractions and seed.
+    (:func:`speechsr.splicing.clip_params`) as the first one found; one made with other
+    parameters is an error (its clips would not match the rest). The split itself needs no
+    data settings beyond the fractions and seed.
     """
     clips_dir = Path(output_dir) / "clips"
     if not clips_dir.is_dir():
         raise SplitError(f"{clips_dir}: no clips folder; run preprocessing/splice_raw_data.py first")
-    clips, mismatched = [], []
+    clips, mismatched, params = [], [], None
     for rec_dir in sorted(p for p in clips_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         m = read_manifest(rec_dir)
         if m is None:
             continue
-        params = m["params"] if params is None else params
+        params = params or m["params"]
         if m["params"] != params:
             mismatched.append(rec_dir.name)
             continue
@@ -120,8 +120,8 @@ def _csv_text(rows: list[Clip], csv_dir: Path) -> str:
 
 
 def write_splits(output_dir: str | os.PathLike, test_fraction: float, validation_fraction: float,
-                 seed: int, by: str = "recording", csv_dir: str | os.PathLike | None = None,
-                 params: dict | None = None) -> SplitSummary:
+                 seed: int, by: str = "recording", csv_dir: str | os.PathLike | None = None
+                 ) -> SplitSummary:
     """Write ``train.csv``, ``validation.csv``, ``test.csv`` (atomically) into ``csv_dir``.
 
     ``csv_dir`` defaults to ``output_dir``. ``by`` is 'recording' or 'clip'. Raises ValueError
@@ -129,7 +129,7 @@ def write_splits(output_dir: str | os.PathLike, test_fraction: float, validation
     """
     if by not in ("recording", "clip"):
         raise ValueError(f"split_by must be 'recording' or 'clip', got '{by}'")
-    clips = collect_clips(output_dir, params)
+    clips = collect_clips(output_dir)
     key = (lambda c: c.recording_id) if by == "recording" else (lambda c: f"{c.recording_id}/{c.index:09d}")
     groups = assign([key(c) for c in clips], test_fraction, validation_fraction, seed, unit=by)
     which = {u: name for name, units in groups.items() for u in units}
