@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from speechsr import audio, settings
+from speechsr import audio, settings, splicing
 from speechsr.corpus import CorpusError, find_recordings
 from speechsr.splicing import clip_names, read_manifest, splice_corpus
 from speechsr.split import SplitError, read_split_csv, write_splits
@@ -402,3 +402,24 @@ def test_crashing_worker_is_skipped_and_run_finishes(plain, tmp_path, monkeypatc
     reasons = {sk["recording_id"]: sk["reason"] for sk in summary.skipped}
     assert set(reasons) == {"c", "corrupt", "short"} and "crashed" in reasons["c"]
     assert summary.processed == 3 and summary.clips == 3 + 3 + 2
+
+
+@pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",
+                    reason="injects the crash through a fork-inherited monkeypatch")
+def test_work_finished_before_a_crash_counts_as_processed(plain, tmp_path, monkeypatch):
+    """A worker that wrote c's clips and then died: c is complete, made in this run, not 'reused'."""
+    real, marker = splicing.splice_recording, tmp_path / "crashed_once"
+
+    def finish_c_then_die(rid, *args):
+        result = real(rid, *args)
+        if rid == "c" and not marker.exists():
+            marker.touch()
+            os._exit(3)  # the clips are in place but the report never reaches the parent
+        return result
+
+    monkeypatch.setattr(splicing, "splice_recording", finish_c_then_die)
+    summary = splice_corpus(data_settings(plain, tmp_path / "out"), jobs=2, progress=False)
+    assert marker.exists()
+    assert {sk["recording_id"] for sk in summary.skipped} == {"corrupt", "short"}
+    assert (summary.processed, summary.reused, summary.clips) == (4, 0, 3 + 3 + 2 + 2)
+    assert read_manifest(tmp_path / "out" / "clips" / "c") is not None

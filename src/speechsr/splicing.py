@@ -101,6 +101,13 @@ def trim_bounds(n: int, rate: int, start_time: float, end_time: float) -> tuple[
 # One recording (runs in a worker process)
 
 
+def reused_result(rid: str, path: str | os.PathLike, manifest: dict) -> dict:
+    """The result dict of a recording found complete (``manifest`` from :func:`read_manifest`)."""
+    return {"recording_id": rid, "path": str(path), "status": "reused", "clips": manifest["clips"],
+            "duration_s": manifest["duration_s"], "input_s": manifest["source_duration_s"],
+            "clipped_samples": manifest.get("clipped_samples", 0)}
+
+
 def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir: str | os.PathLike) -> dict:
     """Splice one recording into ``clips_dir/<rid>/``; returns a result dict.
 
@@ -115,9 +122,7 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     try:
         m = read_manifest(final, params)
         if m is not None:
-            result.update(status="reused", clips=m["clips"], duration_s=m["duration_s"],
-                          input_s=m["source_duration_s"], clipped_samples=m.get("clipped_samples", 0))
-            return result
+            return reused_result(rid, path, m)
         if final.exists():  # stale: incomplete or made with other settings
             shutil.rmtree(final)
         result.update(_splice(rid, Path(path), params, partial))
@@ -259,12 +264,21 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
 
     def on_result(r: dict) -> None:
         nonlocal audio_s
+        if r["status"] == "reused" and r["recording_id"] not in complete_at_start:
+            r["status"] = "done"  # finished in this run by a worker whose report was lost to a crash
         results.append(r)
         audio_s += r["input_s"]
         bar.update(1)
         bar.set_postfix_str(f"audio={audio_s:.0f}s", refresh=False)
 
-    tasks = [(r.id, str(r.path), params, str(clips_dir)) for r in recordings]
+    tasks, complete_at_start = [], set()
+    for rec in recordings:  # complete from an earlier run: reuse without starting a worker
+        m = read_manifest(clips_dir / rec.id, params)
+        if m is None:
+            tasks.append((rec.id, str(rec.path), params, str(clips_dir)))
+        else:
+            complete_at_start.add(rec.id)
+            on_result(reused_result(rec.id, rec.path, m))
     try:
         _run_pool(tasks, jobs, on_result)
     finally:
