@@ -17,16 +17,21 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
 def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
-    """A harmonic, vibrato'd 'voice' with noise bursts: energy across 0-8 kHz, float32 [time]."""
+    """Harmonic voice (f0 ~ 100-170 Hz with vibrato, harmonics up to 7 kHz, syllable envelope)
+    plus fricative-like noise bursts: energy across 0-8 kHz, float32 [time], peak 0.6."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 110 + 40 * rng.random() + 15 * np.sin(2 * np.pi * (3 + rng.random()) * t)
+    t = np.arange(int(round(seconds * rate))) / rate
+    f0 = 130 + rng.uniform(-20, 20) + 25 * np.sin(2 * np.pi * 0.7 * t) + 4 * np.sin(2 * np.pi * 5.5 * t)
     phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 40) if k * 150 < rate / 2)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t + rng.random()) ** 2
-    noise = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 1.3 * t) > 0.6)
-    x = 0.15 * voiced * envelope + 0.05 * noise
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+    x = np.zeros_like(t)
+    for k in range(1, 60):
+        x += np.where(k * f0 < min(7000, rate / 2), np.sin(k * phase + rng.uniform(0, 6.3)) / k ** 0.7, 0.0)
+    x *= 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(2.5, 4.5) * t) ** 2  # syllable envelope
+    burst = int(0.06 * rate)
+    for start in np.arange(rng.uniform(0.1, 0.4), seconds - 0.1, 0.6):  # fricative-like bursts
+        i = int(start * rate)
+        x[i:i + burst] += rng.normal(0, 1.0, len(x[i:i + burst]))
+    return (0.6 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 def tiny_model_settings(**changes) -> settings.ModelSettings:

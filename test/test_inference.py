@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import speech_like
 from speechsr import model_io, settings
 from speechsr.inference import InputBandError, Upsampler, check_input_band, reference_mode, upsample_file
 from speechsr.model import build_model, required_multiple
@@ -52,19 +53,6 @@ def model_path(tmp_path_factory, perturbed_model, tiny_settings):
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model_io.save_model(perturbed_model, path, tiny_settings)
     return path
-
-
-def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
-    """Harmonics of a gliding 120-200 Hz pitch with syllable envelopes plus noise bursts."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 160 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 40) if k * 200 < rate / 2)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
-    noise = rng.normal(0, 1, t.size) * (np.sin(2 * np.pi * 1.3 * t) > 0.7)
-    x = 0.25 * envelope * voiced + 0.05 * noise
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
 def whole_pass(model, x: np.ndarray, s) -> np.ndarray:

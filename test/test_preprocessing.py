@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+from conftest import speech_like
 from speechsr import audio, settings, splicing
 from speechsr.corpus import CorpusError, find_recordings
 from speechsr.splicing import clip_names, read_manifest, splice_corpus
@@ -24,22 +25,6 @@ from speechsr.split import SplitError, read_split_csv, write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, DR = 16000, 4000
-
-
-def speechlike(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
-    """Harmonic voice (f0 ~ 100-170 Hz with vibrato, harmonics up to 7 kHz) + noise bursts."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * rate))) / rate
-    f0 = 130 + rng.uniform(-20, 20) + 25 * np.sin(2 * np.pi * 0.7 * t) + 4 * np.sin(2 * np.pi * 5.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    x = np.zeros_like(t)
-    for k in range(1, 60):
-        x += np.where(k * f0 < 7000, np.sin(k * phase + rng.uniform(0, 6.3)) / k ** 0.7, 0.0)
-    x *= 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(2.5, 4.5) * t) ** 2  # syllable envelope
-    for start in np.arange(rng.uniform(0.1, 0.4), seconds - 0.1, 0.6):  # fricative-like bursts
-        i = int(start * rate)
-        x[i:i + int(0.06 * rate)] += rng.normal(0, 1.0, len(x[i:i + int(0.06 * rate)]))
-    return (0.6 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 def data_settings(base: Path, out: Path, **overrides) -> settings.DataSettings:
@@ -79,7 +64,7 @@ def tedlium(tmp_path_factory) -> Path:
         folder.mkdir(parents=True)
         for j, s in enumerate(secs):
             seed += 1
-            sf.write(folder / f"Talk{part.title()}{j}.sph", speechlike(s, seed=seed), SR, format="NIST",
+            sf.write(folder / f"Talk{part.title()}{j}.sph", speech_like(s, seed=seed), SR, format="NIST",
                      subtype="PCM_16")
     (base / "TEDLIUM_release2" / "train" / "stm").mkdir()
     (base / "TEDLIUM_release2" / "train" / "stm" / "TalkTrain0.stm").write_text("not audio\n")
@@ -91,13 +76,13 @@ def plain(tmp_path_factory) -> Path:
     """wav (16 kHz mono, 44.1 kHz stereo), flac (one in a speaker folder), a corrupt and a short file."""
     base = tmp_path_factory.mktemp("plain") / "corpus"
     (base / "spk1").mkdir(parents=True)
-    sf.write(base / "a_mono.wav", speechlike(3.4, seed=11), SR, subtype="PCM_16")
-    x = speechlike(3.0, rate=44100, seed=12)
+    sf.write(base / "a_mono.wav", speech_like(3.4, seed=11), SR, subtype="PCM_16")
+    x = speech_like(3.0, rate=44100, seed=12)
     sf.write(base / "b_stereo.WAV", np.stack([x, 0.5 * x], axis=1), 44100, subtype="PCM_24")
-    sf.write(base / "c.flac", speechlike(2.5, seed=13), SR, subtype="PCM_16")
-    sf.write(base / "spk1" / "d.flac", speechlike(2.0, seed=14), SR, subtype="PCM_16")
+    sf.write(base / "c.flac", speech_like(2.5, seed=13), SR, subtype="PCM_16")
+    sf.write(base / "spk1" / "d.flac", speech_like(2.0, seed=14), SR, subtype="PCM_16")
     (base / "corrupt.wav").write_bytes(b"RIFF\x00\x01garbage" + os.urandom(2000))
-    sf.write(base / "short.flac", speechlike(0.6, seed=15), SR, subtype="PCM_16")
+    sf.write(base / "short.flac", speech_like(0.6, seed=15), SR, subtype="PCM_16")
     (base / "notes.txt").write_text("ignored\n")
     return base
 
@@ -270,7 +255,7 @@ def many(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("many") / "corpus"
     base.mkdir()
     for i in range(10):
-        sf.write(base / f"rec{i:02d}.flac", speechlike(1.2 + 0.13 * i, seed=100 + i), SR, subtype="PCM_16")
+        sf.write(base / f"rec{i:02d}.flac", speech_like(1.2 + 0.13 * i, seed=100 + i), SR, subtype="PCM_16")
     out = base.parent / "out"
     splice_corpus(data_settings(base, out, splice_duration=0.5), jobs=2, progress=False)
     return out
