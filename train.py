@@ -6,6 +6,7 @@ Examples:
   python train.py --settings settings/librispeech --resume          # continue after a crash
   python train.py --summary                                          # parameters and FLOPs only
   python train.py --strategy mirrored                                # all local GPUs
+  python train.py --settings my_settings --init-from models/pretrained/model.keras  # fine-tune
 """
 
 import argparse
@@ -32,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, help="override training 'learning_rate'")
     p.add_argument("--train-csv", help="override training 'train_csv'")
     p.add_argument("--validation-csv", help="override training 'validation_csv'")
+    p.add_argument("--init-from", metavar="MODEL.keras",
+                   help="override training 'init_from': start a new run from this model's weights (fine-tuning)")
     p.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="override model 'subpixel_implementation'")
     return p.parse_args(argv)
 
@@ -43,7 +46,8 @@ def main(argv=None) -> int:
     absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
     flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
              "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),
-             "validation_csv": absolute(args.validation_csv), "subpixel_implementation": args.subpixel}
+             "validation_csv": absolute(args.validation_csv), "init_from": absolute(args.init_from),
+             "subpixel_implementation": args.subpixel}
     from speechsr.inference import import_tensorflow_quietly
     import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
     from speechsr.model import summary_text

@@ -120,8 +120,9 @@ def run_files(pairs, upsampler, up, args) -> int:
             tqdm.write(f"error: {e}", file=sys.stderr)
             continue
         if not args.quiet and len(pairs) == 1:
+            lowpass = ", input band-limited (its band edge was not clean)" if info["input_lowpass"] else ""
             print(f"wrote {dest} ({info['seconds']:.2f} s, {info['subtype']}, "
-                  f"{info['model_seconds']:.2f} s to upsample)")
+                  f"{info['model_seconds']:.2f} s to upsample{lowpass})")
     if args.plot:
         from speechsr import audio
         from speechsr.plots import comparison_figure

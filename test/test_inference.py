@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from conftest import speech_like
-from speechsr import model_io, settings
+from speechsr import audio, bandlimit, model_io, settings
 from speechsr.inference import InputBandError, Upsampler, check_input_band, reference_mode, upsample_file
 from speechsr.model import build_model, required_multiple
 
@@ -125,6 +125,49 @@ def test_upsample_file_writes_16k_wav(tmp_path, upsampler):
     assert (meta.samplerate, meta.frames, meta.subtype) == (16000, 4 * len(x), "PCM_16")
     assert info["output_samples"] == 4 * len(x)
     assert sorted(p.name for p in out.parent.iterdir()) == ["low_up.wav"]  # no temp files
+
+
+def test_lowpass_stream_equals_whole_signal_convolution_for_any_blocks():
+    x = np.random.default_rng(3).standard_normal(3000).astype(np.float32)
+    h = bandlimit.lowpass_taps()
+    want = np.convolve(x, h)[len(h) // 2:len(h) // 2 + len(x)]  # zero phase, same length
+    for cuts in ([], [1, 2, 50], [700, 701, 2999], list(range(0, 3000, 97))):
+        got = np.concatenate(list(bandlimit.lowpass_stream(np.split(x, cuts))))
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.concatenate(list(bandlimit.lowpass_stream([x[:40]]))).size == 40  # shorter than the filter
+    assert list(bandlimit.lowpass_stream([])) == []
+
+
+def test_band_edge_detection_tells_sox_input_from_other_resamplers():
+    import scipy.signal
+    hr = speech_like(3.0, 16000, seed=6)
+    sox = audio.sox_downsample(hr, 16000, 4000)
+    poly = scipy.signal.resample_poly(hr, 1, 4)
+    assert bandlimit.edge_energy_db(sox) < bandlimit.THRESHOLD_DB - 10
+    assert bandlimit.edge_energy_db(poly) > bandlimit.THRESHOLD_DB + 5
+    assert not bandlimit.needs_lowpass(sox, "auto") and bandlimit.needs_lowpass(poly, "auto")
+    assert bandlimit.needs_lowpass(sox, "on") and not bandlimit.needs_lowpass(poly, "off")
+    filtered = np.concatenate(list(bandlimit.lowpass_stream([poly])))
+    assert bandlimit.edge_energy_db(filtered) < bandlimit.THRESHOLD_DB - 10
+    with pytest.raises(ValueError, match="input_lowpass"):
+        bandlimit.needs_lowpass(poly, "sometimes")
+
+
+def test_upsample_file_band_limits_only_inputs_with_content_at_the_band_edge(tmp_path, perturbed_model, tiny_settings):
+    import scipy.signal
+    hr = speech_like(2.0, 16000, seed=7)
+    inputs = {"sox": audio.sox_downsample(hr, 16000, 4000), "poly": scipy.signal.resample_poly(hr, 1, 4)}
+    outputs = {}
+    for mode in ("auto", "off"):
+        up = Upsampler(perturbed_model, tiny_settings, 0.512, 0.128, 3, input_lowpass=mode)
+        for name, x in inputs.items():
+            sf.write(tmp_path / f"{name}.wav", x.astype(np.float32), 4000, subtype="FLOAT")
+            info = upsample_file(tmp_path / f"{name}.wav", tmp_path / f"{name}_{mode}.wav", up, block_seconds=0.3)
+            assert info["input_lowpass"] == (mode == "auto" and name == "poly"), (mode, name)
+            outputs[name, mode] = sf.read(tmp_path / f"{name}_{mode}.wav", dtype="float32")[0]
+    np.testing.assert_array_equal(outputs["sox", "auto"], outputs["sox", "off"])
+    assert outputs["poly", "auto"].shape == outputs["poly", "off"].shape
+    assert not np.allclose(outputs["poly", "auto"], outputs["poly", "off"], atol=1e-3)
 
 
 def test_upsample_file_failure_leaves_nothing(tmp_path, upsampler, monkeypatch):

@@ -79,6 +79,38 @@ def test_model_overfits_one_clip():
     assert last < first / 10, (first, last)
 
 
+def test_lowpass_bank_passes_low_band_stops_high_band_and_keeps_identity():
+    from scipy.signal import freqz
+    from speechsr.dataset import lowpass_bank
+    bank = lowpass_bank(0.75)
+    assert bank.shape == (8, 63) and np.allclose(bank, bank[:, ::-1])  # symmetric: zero phase
+    assert bank[-1, 31] == 1 and np.count_nonzero(bank[-1]) == 1  # the last one is the identity
+    _, h = freqz(bank[0], worN=[0.5 * np.pi, 0.9 * np.pi])  # half and 0.9 of Nyquist
+    assert abs(abs(h[0]) - 1) < 0.01 and abs(h[1]) < 0.01
+
+
+def test_training_dataset_lowpass_augmentation_changes_only_the_input(clip_corpus):
+    from speechsr.dataset import training_dataset
+
+    def batches(lowpass_min):
+        ds = training_dataset(str(clip_corpus["train"]), 4, 512, 3, seed=1, epoch=0, lowpass_min=lowpass_min)
+        return [(lr.numpy()[..., 0], hr.numpy()) for lr, hr in ds]
+
+    def band(x, lo, hi):  # energy between lo and hi (fractions of Nyquist), summed over the batch
+        spec = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+        f = np.linspace(0, 1, spec.shape[-1])
+        return spec[..., (f >= lo) & (f < hi)].sum()
+
+    plain, augmented = batches(0.0), batches(0.5)
+    assert len(plain) == len(augmented) == 3
+    for (lr0, hr0), (lr1, hr1), (lr2, _) in zip(plain, augmented, batches(0.5)):
+        np.testing.assert_array_equal(hr0, hr1)  # the target is untouched
+        np.testing.assert_array_equal(lr1, lr2)  # deterministic for (seed, epoch)
+        assert band(lr1, 0.0, 0.3) == pytest.approx(band(lr0, 0.0, 0.3), rel=0.05)
+    high = [band(lr, 0.6, 0.9) for lr, _ in plain], [band(lr, 0.6, 0.9) for lr, _ in augmented]
+    assert sum(high[1]) < 0.8 * sum(high[0])
+
+
 def test_mrstft_loss_is_zero_for_equal_signals_and_positive_otherwise():
     y = tf.constant(speech_like(0.5)[None, :, None])
     assert float(losses.mrstft(y, y)[0]) == pytest.approx(0.0, abs=1e-6)
@@ -111,6 +143,27 @@ def test_bad_settings_and_missing_csv_fail_before_work(tiny_settings_dir, tmp_pa
     assert r.returncode == 2 and "nope.csv" in r.stderr and "Traceback" not in r.stderr
     r = run_train(["--settings", str(tiny_settings_dir), "--set", "patch_length=500"])
     assert r.returncode == 2 and "multiple of 8" in r.stderr
+    r = run_train(["--settings", str(tiny_settings_dir), "--init-from", str(tmp_path / "absent.keras")])
+    assert r.returncode == 2 and "absent.keras' not found" in r.stderr and "Traceback" not in r.stderr
+    r = run_train(["--settings", str(tiny_settings_dir), "--set", "augment_lowpass_min=1.0"])
+    assert r.returncode == 2 and "augment_lowpass_min" in r.stderr
+
+
+def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings_dir, tmp_path):
+    from speechsr.training import Trainer, TrainingError
+    ms = settings.load("model", tiny_settings_dir)
+    ts = settings.load("training", tiny_settings_dir)
+    source = build_model(ms)
+    rng = np.random.default_rng(0)
+    source.set_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in source.get_weights()])
+    model_io.save_model(source, tmp_path / "source.keras", ms)
+
+    fine_tune = settings.apply_overrides(ts, {"init_from": str(tmp_path / "source.keras"), "run_name": "ft"})
+    trainer = Trainer(ms, fine_tune)
+    for got, want in zip(trainer.model.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TrainingError, match="differ from model_settings.json in first_filters"):
+        Trainer(settings.apply_overrides(ms, {"first_filters": 4}), settings.apply_overrides(fine_tune, {"run_name": "ft2"}))
 
 
 def test_summary_prints_parameters_and_flops(tiny_settings_dir):

@@ -12,7 +12,6 @@ import soundfile as sf
 import tensorflow as tf
 
 
-
 def _load_pair(hr_path: bytes, lr_path: bytes) -> tuple[np.ndarray, np.ndarray]:
     hr, _ = sf.read(hr_path.decode(), dtype="float32", always_2d=True)
     lr, _ = sf.read(lr_path.decode(), dtype="float32", always_2d=True)
@@ -35,23 +34,54 @@ def _decode(hr_path, lr_path):
     return lr, hr
 
 
+LOWPASS_TAPS = 63
+LOWPASS_BANK_SIZE = 8
+
+
+def lowpass_bank(lowest: float, size: int = LOWPASS_BANK_SIZE, taps: int = LOWPASS_TAPS) -> np.ndarray:
+    """Zero-phase FIR low-passes, float32 ``[size, taps]``, cutoffs evenly from ``lowest`` to 1.
+
+    Cutoffs are fractions of the Nyquist frequency (Kaiser window, beta 8); the last filter
+    (cutoff 1) is the identity, so some inputs stay as preprocessing made them.
+    """
+    from scipy.signal import firwin
+    bank = np.zeros((size, taps), np.float32)
+    for i, cutoff in enumerate(np.linspace(lowest, 1.0, size)[:-1]):
+        bank[i] = firwin(taps, cutoff, window=("kaiser", 8.0))
+    bank[-1, taps // 2] = 1.0
+    return bank
+
+
+def random_lowpass(lr: tf.Tensor, bank: tf.Tensor, rng: tf.Tensor) -> tf.Tensor:
+    """``lr`` ``[time, 1]`` filtered by one filter of ``bank`` ``[size, taps]`` picked by ``rng``."""
+    pick = tf.random.stateless_uniform([], rng, 0, tf.shape(bank)[0], dtype=tf.int32)
+    kernel = tf.reshape(bank[pick], [-1, 1, 1])  # symmetric taps: correlation == convolution
+    return tf.nn.conv1d(lr[None], kernel, stride=1, padding="SAME")[0]
+
+
 def training_dataset(csv_path: str, factor: int, patch_length: int, batch_size: int,
-                     seed: int, epoch: int, gain_db: float = 0.0, shuffle_buffer: int = 512
-                     ) -> tf.data.Dataset:
+                     seed: int, epoch: int, gain_db: float = 0.0, shuffle_buffer: int = 512,
+                     lowpass_min: float = 0.0) -> tf.data.Dataset:
     """One epoch of shuffled, batched patches (``drop_remainder``) for ``epoch``.
 
     ``patch_length`` is in low-res samples; clips shorter than it are zero-padded.
     ``gain_db`` > 0 applies the same random gain in +-gain_db dB to both twins.
+    ``lowpass_min`` > 0 low-passes each low-res clip (whole clip, before cropping) at a random
+    cutoff between ``lowpass_min`` × its Nyquist frequency and Nyquist (:func:`lowpass_bank`),
+    so the model also learns inputs whose anti-alias filter was gentler than sox's.
     """
     lr_paths, hr_paths = clip_pairs(csv_path)
     epoch_seed = seed * 1_000_003 + epoch
+    bank = tf.constant(lowpass_bank(lowpass_min)) if lowpass_min > 0 else None
 
     def crop(index, pair):
         lr, hr = pair
+        rng = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+        if bank is not None:
+            lr = random_lowpass(lr, bank, rng + 13)
         need = patch_length - tf.shape(lr)[0]
         lr = tf.pad(lr, [[0, tf.maximum(need, 0)], [0, 0]])
         hr = tf.pad(hr, [[0, tf.maximum(need, 0) * factor], [0, 0]])
-        rng = tf.stack([tf.constant(epoch_seed, tf.int64), index])
         span = tf.shape(lr, out_type=tf.int64)[0] - patch_length + 1
         offset = tf.random.stateless_uniform([], rng, 0, span, dtype=tf.int64)
         lr = lr[offset:offset + patch_length]

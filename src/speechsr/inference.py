@@ -17,6 +17,7 @@ path with one block, so whole-array and streamed results are identical.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from speechsr import audio, baselines, metrics, settings
+from speechsr import audio, bandlimit, baselines, metrics, settings
 from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
 # TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
@@ -87,10 +88,12 @@ class Upsampler:
     ``window_seconds``/``overlap_seconds`` are rounded to multiples of ``required_multiple``
     low-res samples (overlap at least one multiple, at most half the window). Streaming holds
     at most ``window + batch_size * hop`` low-res samples besides the current block.
+    ``input_lowpass`` ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file
+    by :func:`upsample_file` and :func:`reference_mode`, not by :meth:`stream`.
     """
 
     def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
-                 overlap_seconds: float, batch_size: int):
+                 overlap_seconds: float, batch_size: int, input_lowpass: str = "auto"):
         import tensorflow as tf
         from speechsr.model import required_multiple
         s = model_settings
@@ -107,6 +110,8 @@ class Upsampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.hop = self.window - self.overlap
         self.batch_size = batch_size
+        bandlimit.needs_lowpass(np.zeros(0), input_lowpass)  # validates the mode
+        self.input_lowpass = input_lowpass  # used per file by upsample_file / reference_mode
         # Cross-fade over the middle of the overlap, away from both windows' padded edges.
         self.margin = min(receptive_context(s), self.overlap * 3 // 8)
         f = self.factor
@@ -252,7 +257,8 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
     model, model_settings, _ = model_io.load_model(model_path)
     if subpixel:
         set_subpixel_implementation(model, subpixel)
-    return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size)
+    return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size,
+                     up.input_lowpass)
 
 
 def collect_audio_files(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
@@ -338,8 +344,10 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     """Stream ``in_path`` (resampled to ``input_rate``) through the model into ``out_path``.
 
     The output is written atomically (no partial file on failure) at ``output_rate`` Hz.
-    PCM outputs are clipped to [-1, 1]. Returns ``{"input_samples", "output_samples",
-    "seconds", "model_seconds", "subtype", "clipped"}`` (samples at input/output rate).
+    PCM outputs are clipped to [-1, 1]. The input is band-limited first when the upsampler's
+    ``input_lowpass`` mode says so (judged on the first block). Returns ``{"input_samples",
+    "output_samples", "seconds", "model_seconds", "subtype", "clipped", "input_lowpass"}``
+    (samples at input/output rate).
     """
     in_path, out_path = Path(in_path), Path(out_path)
     if in_path.resolve() == out_path.resolve():
@@ -356,6 +364,11 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
 
     t0 = time.perf_counter()
     blocks = audio.iter_audio_blocks(in_path, block_seconds, rate=upsampler.input_rate)
+    first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass
+    lowpass = _decide_lowpass(upsampler, in_path, first)
+    blocks = itertools.chain([first], blocks)
+    if lowpass:
+        blocks = bandlimit.lowpass_stream(blocks)
     with audio.open_atomic_writer(out_path, upsampler.output_rate, subtype) as writer:
         for y in upsampler.stream(counted(blocks)):
             if subtype != "FLOAT":
@@ -367,7 +380,17 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
         log.warning("%s: %d samples clipped to [-1, 1] (%s output)", out_path, counts["clipped"], subtype)
     return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
             "seconds": counts["in"] / upsampler.input_rate, "clipped": counts["clipped"],
-            "model_seconds": time.perf_counter() - t0}
+            "model_seconds": time.perf_counter() - t0, "input_lowpass": lowpass}
+
+
+def _decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
+    """Whether to band-limit an input whose first samples (model input rate) are ``head``."""
+    lowpass = bandlimit.needs_lowpass(head, upsampler.input_lowpass)
+    if lowpass and upsampler.input_lowpass == "auto":
+        log.info("%s: content at the band edge (%.0f dB above %.3g Hz); low-passing it at %.3g Hz "
+                 "like the training inputs (input_lowpass 'auto')", name, bandlimit.edge_energy_db(head),
+                 bandlimit.EDGE * upsampler.input_rate / 2, bandlimit.CUTOFF * upsampler.input_rate / 2)
+    return lowpass
 
 
 # ------------------------------------------------------------------ reference mode
@@ -376,7 +399,8 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
     """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
 
     The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
-    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it. Returns
+    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it (band-limited
+    further only if the upsampler's ``input_lowpass`` is 'on'; 'auto' leaves sox output as is). Returns
     ``{"metrics": {method: {"snr", "lsd"}}, "signals": {"reference", "low_res", "model",
     "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
     """
@@ -391,8 +415,11 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
     if ref.size == 0:
         raise audio.AudioError(f"{hires_path}: too short for reference mode")
     low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    model_input = low
+    if _decide_lowpass(upsampler, hires_path, low):
+        model_input = np.concatenate(list(bandlimit.lowpass_stream([low])))
     t0 = time.perf_counter()
-    y = upsampler.upsample(low)
+    y = upsampler.upsample(model_input)
     model_seconds = time.perf_counter() - t0
     signals = {"reference": ref, "low_res": low, "model": y,
                "sinc": baselines.sinc(low, s.input_rate, s.output_rate),
@@ -417,9 +444,13 @@ def add_upsampler_arguments(parser) -> None:
     parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
     parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
     parser.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="subpixel shuffle implementation")
+    parser.add_argument("--input-lowpass", choices=bandlimit.MODES,
+                        help="override upsampling 'input_lowpass': band-limit the input like the training "
+                             "inputs when it has content at the band edge (auto), always (on) or never (off)")
 
 
 def upsampling_settings_from_args(args) -> UpsamplingSettings:
     """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
-    flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size}
+    flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size,
+             "input_lowpass": args.input_lowpass}
     return settings.load_for_script(args, ["upsampling"], flags)["upsampling"]

@@ -100,6 +100,12 @@ class TrainingSettings:
     weight_decay: float = _field("float", _non_negative, "decoupled weight decay for adamw")
     mrstft_weight: float = _field("float", _non_negative, "weight of the multi-resolution STFT loss (0 = off)")
     augment_gain_db: float = _field("float", _non_negative, "random gain in +-dB on both twins (0 = off)")
+    augment_lowpass_min: float = _field("float", _fraction,
+                                        "random extra low-pass on the low-res input: lowest cutoff as a fraction "
+                                        "of its Nyquist frequency, cutoffs uniform up to Nyquist (0 = off)")
+    init_from: str = _field("str", lambda v: len(v) > 0,
+                            ".keras model whose weights start a new run (fine-tuning; same model settings); "
+                            "null = random initialisation", optional=True)
     validation_max_clips: int = _field("int", _positive, "validate on at most this many clips", optional=True)
     shuffle_buffer: int = _field("int", _positive, "tf.data shuffle buffer (patches)")
     checkpoint_every_steps: int = _field("int", _positive, "also checkpoint every N steps inside an epoch")
@@ -116,6 +122,9 @@ class UpsamplingSettings:
     block_seconds: float = _field("float", _positive, "seconds read/written per streaming block")
     output_subtype: str = _field("str", lambda v: v in ("auto", "PCM_16", "PCM_24", "FLOAT"),
                                  "'auto' = input's subtype when PCM, else FLOAT")
+    input_lowpass: str = _field("str", lambda v: v in ("auto", "on", "off"),
+                                "band-limit the input like sox-made training inputs: 'auto' (when it has "
+                                "content at the band edge, see speechsr.bandlimit), 'on' or 'off'")
 
 
 SETTINGS_CLASSES = {"data": DataSettings, "model": ModelSettings,

@@ -99,6 +99,8 @@ def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettin
         if not path.is_file():
             raise TrainingError(f"{key} '{path}' not found: run preprocessing/splice_raw_data.py and "
                                 "preprocessing/test_train_split.py first (README, 'Train on your own corpus')")
+    if ts.init_from and not settings_mod.project_path(ts.init_from).is_file():
+        raise TrainingError(f"init_from '{settings_mod.project_path(ts.init_from)}' not found")
     if ts.patch_length % required_multiple(ms):
         raise TrainingError(f"patch_length {ts.patch_length} must be a multiple of {required_multiple(ms)} "
                             f"(2 ** (num_blocks + 1) low-res samples)")
@@ -142,6 +144,8 @@ class Trainer:
                                               step_in_epoch=self.step_in_epoch, best_val=self.best_val,
                                               loss_sum=self.loss_sum)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.ckpt_dir), max_to_keep=2)
+        if ts.init_from and not resume:
+            self._init_weights(settings_mod.project_path(ts.init_from))
         if resume:
             if self.manager.latest_checkpoint is None:
                 raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
@@ -150,6 +154,21 @@ class Trainer:
                      int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
         self._train_step = self._make_train_step()
         self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def _init_weights(self, path: Path) -> None:
+        """Copy the weights of the saved model at ``path`` (same architecture) into the new model."""
+        from speechsr.model_io import ModelNotFoundError, load_model
+        try:
+            source, source_settings, _ = load_model(path)
+        except ModelNotFoundError as e:
+            raise TrainingError(f"init_from: {e}") from None
+        same = lambda s: {k: v for k, v in settings_mod.to_json(s).items() if k != "subpixel_implementation"}  # noqa: E731
+        if same(source_settings) != same(self.ms):
+            diff = sorted(k for k, v in same(self.ms).items() if same(source_settings).get(k) != v)
+            raise TrainingError(f"init_from '{path}': its model settings differ from model_settings.json "
+                                f"in {', '.join(diff)}")
+        self.model.set_weights(source.get_weights())
+        log.info("initialised from %s", path)
 
     # -- run folder -------------------------------------------------------------------------
     def _prepare_run_dir(self, ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -192,7 +211,7 @@ class Trainer:
         """Epoch ``epoch``'s batches from batch ``skip`` on (the same ones an uninterrupted run sees)."""
         ds = dataset.training_dataset(settings_mod.project_path(self.ts.train_csv), self.factor, self.ts.patch_length,
                                       self.ts.batch_size, self.ts.seed, epoch, self.ts.augment_gain_db,
-                                      self.ts.shuffle_buffer)
+                                      self.ts.shuffle_buffer, self.ts.augment_lowpass_min)
         if self.ts.steps_per_epoch:
             ds = ds.repeat().take(self.steps_per_epoch)
         ds = ds.skip(skip)
