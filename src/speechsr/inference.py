@@ -399,8 +399,9 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
     """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
 
     The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
-    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it (band-limited
-    further only if the upsampler's ``input_lowpass`` is 'on'; 'auto' leaves sox output as is). Returns
+    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it, band-limited
+    further as the upsampler's ``input_lowpass`` decides (sox output stays below the 'auto'
+    threshold in practice). ``signals["low_res"]`` is the sox output. Returns
     ``{"metrics": {method: {"snr", "lsd"}}, "signals": {"reference", "low_res", "model",
     "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
     """
