@@ -42,17 +42,27 @@ def edge_energy_db(x: np.ndarray) -> float:
     return float(10 * np.log10(max(psd[freqs >= EDGE].sum() / total, 1e-30)))
 
 
-def needs_lowpass(x: np.ndarray, mode: str) -> bool:
-    """Whether ``mode`` ('auto' | 'on' | 'off') band-limits input whose (first) samples are ``x``."""
+def check_mode(mode: str) -> None:
+    """Raise ValueError unless ``mode`` is one of ``MODES``."""
     if mode not in MODES:
         raise ValueError(f"input_lowpass must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def needs_lowpass(x: np.ndarray, mode: str) -> bool:
+    """Whether ``mode`` ('auto' | 'on' | 'off') band-limits input whose (first) samples are ``x``."""
+    check_mode(mode)
     return mode == "on" or (mode == "auto" and edge_energy_db(x) > THRESHOLD_DB)
 
 
-def lowpass_taps() -> np.ndarray:
-    """The linear-phase FIR low-pass (``TAPS`` taps, cutoff ``CUTOFF`` × Nyquist, Kaiser beta 8)."""
+def kaiser_lowpass(taps: int, cutoff: float) -> np.ndarray:
+    """Linear-phase FIR low-pass, ``[taps]`` (odd), ``cutoff`` a fraction of Nyquist, Kaiser beta 8."""
     from scipy.signal import firwin
-    return firwin(TAPS, CUTOFF, window=("kaiser", 8.0))
+    return firwin(taps, cutoff, window=("kaiser", 8.0))
+
+
+def lowpass_taps() -> np.ndarray:
+    """The input band-limit filter: ``TAPS`` taps, cutoff ``CUTOFF`` × Nyquist."""
+    return kaiser_lowpass(TAPS, CUTOFF)
 
 
 def lowpass_stream(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -11,6 +11,8 @@ import numpy as np
 import soundfile as sf
 import tensorflow as tf
 
+from speechsr.bandlimit import kaiser_lowpass
+
 
 def _load_pair(hr_path: bytes, lr_path: bytes) -> tuple[np.ndarray, np.ndarray]:
     hr, _ = sf.read(hr_path.decode(), dtype="float32", always_2d=True)
@@ -41,13 +43,12 @@ LOWPASS_BANK_SIZE = 8
 def lowpass_bank(lowest: float, size: int = LOWPASS_BANK_SIZE, taps: int = LOWPASS_TAPS) -> np.ndarray:
     """Zero-phase FIR low-passes, float32 ``[size, taps]``, cutoffs evenly from ``lowest`` to 1.
 
-    Cutoffs are fractions of the Nyquist frequency (Kaiser window, beta 8); the last filter
-    (cutoff 1) is the identity, so some inputs stay as preprocessing made them.
+    Cutoffs are fractions of the Nyquist frequency (:func:`speechsr.bandlimit.kaiser_lowpass`);
+    the last filter (cutoff 1) is the identity, so some inputs stay as preprocessing made them.
     """
-    from scipy.signal import firwin
     bank = np.zeros((size, taps), np.float32)
     for i, cutoff in enumerate(np.linspace(lowest, 1.0, size)[:-1]):
-        bank[i] = firwin(taps, cutoff, window=("kaiser", 8.0))
+        bank[i] = kaiser_lowpass(taps, cutoff)
     bank[-1, taps // 2] = 1.0
     return bank
 

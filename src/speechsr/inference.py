@@ -110,7 +110,7 @@ class Upsampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.hop = self.window - self.overlap
         self.batch_size = batch_size
-        bandlimit.needs_lowpass(np.zeros(0), input_lowpass)  # validates the mode
+        bandlimit.check_mode(input_lowpass)
         self.input_lowpass = input_lowpass  # used per file by upsample_file / reference_mode
         # Cross-fade over the middle of the overlap, away from both windows' padded edges.
         self.margin = min(receptive_context(s), self.overlap * 3 // 8)

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from speechsr import bandlimit
+
 SETTINGS_FILES = {
     "data": "data_settings.json",
     "model": "model_settings.json",
@@ -122,7 +124,7 @@ class UpsamplingSettings:
     block_seconds: float = _field("float", _positive, "seconds read/written per streaming block")
     output_subtype: str = _field("str", lambda v: v in ("auto", "PCM_16", "PCM_24", "FLOAT"),
                                  "'auto' = input's subtype when PCM, else FLOAT")
-    input_lowpass: str = _field("str", lambda v: v in ("auto", "on", "off"),
+    input_lowpass: str = _field("str", lambda v: v in bandlimit.MODES,
                                 "band-limit the input like sox-made training inputs: 'auto' (when it has "
                                 "content at the band edge, see speechsr.bandlimit), 'on' or 'off'")
 
