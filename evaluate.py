@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Evaluate a trained model on high-res audio against the sinc and spline baselines.
 
-Each file is sox-downsampled to the model's input rate (as preprocessing does), upsampled,
-and compared with the original (SNR in dB, LSD; src/speechsr/metrics.py). Writes
-results.md, results.csv and results.png into OUT_DIR; prints the mean row and the RTF.
+Each file is sox-downsampled to the model's input rate (as preprocessing does; --channel
+telephone: sent through a phone line, 8 kHz G.711, see speechsr.channel), upsampled,
+and compared with the original: SNR, LSD (+LF/HF), high-band energy, pause noise, ViSQOL,
+STOI and DNSMOS P.808 (README "Metrics", src/speechsr/metrics.py). Writes results.md,
+results.csv, results.png and the listening page results.html (+ listening/) into OUT_DIR;
+prints the mean table and the RTF.
 
 Examples:
   python evaluate.py                                     # test split of the data settings
   python evaluate.py --test-csv data/librispeech_clips/test.csv --max-files 100
   python evaluate.py --input some/folder other.flac -o results/mine
+  python evaluate.py --channel telephone --max-files 10   # phone input: telephony model, else sinc
 """
 
 import argparse
@@ -33,6 +37,12 @@ def parse_args(argv=None):
     p.add_argument("-o", "--output-dir", help="output folder (default: results/<model name>)")
     p.add_argument("--max-files", type=int, help="evaluate only the first N files")
     add_upsampler_arguments(p)
+    p.add_argument("--no-perceptual", action="store_true",
+                   help="skip ViSQOL, STOI and DNSMOS (the slow metrics)")
+    p.add_argument("--jobs", type=int, help="processes scoring the perceptual metrics (default: all cores)")
+    p.add_argument("--listen", type=int, default=3, metavar="N",
+                   help="listening page: the first N files and the N worst by ViSQOL gain over sinc "
+                        "(0 = no page) (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -70,7 +80,10 @@ def main(argv=None) -> int:
             files = [f for f, _ in inference.collect_audio_files(args.input)]
             base = Path(args.input[0]) if len(args.input) == 1 and Path(args.input[0]).is_dir() else None
         else:
-            csv_path = Path(args.test_csv or Path(settings.load("data", args.settings).output_dir) / "test.csv")
+            # one rule for every script: a flag is relative to the current folder, a settings
+            # path to the project root
+            csv_path = (Path(args.test_csv) if args.test_csv else
+                        settings.project_path(settings.load("data", args.settings).output_dir) / "test.csv")
             files = files_from_csv(csv_path)
             base = csv_path.parent
         files = files[:args.max_files] if args.max_files else files
@@ -78,27 +91,42 @@ def main(argv=None) -> int:
             raise AudioError("no audio files to evaluate")
         for f in files:
             audio_info(f)  # unreadable inputs fail before any work
-        model_path = inference.resolve_model_path(args.model or up.model, from_settings=not args.model)
-        out_dir = Path(args.output_dir or Path("results") / model_name(model_path))
+        from speechsr import routing
+        route = routing.choose(model=args.model, telephone=args.channel == "telephone",
+                               default_model=inference.resolve_model_path(up.model, from_settings=True))
+        routing.log_route(route, "evaluation")
+        model_path = route.model_path or Path("sinc")
+        out_dir = Path(args.output_dir or Path("results") / (model_name(model_path) + (
+            "-telephone" if args.channel == "telephone" else "")))
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise AudioError(f"{out_dir}: cannot create output folder ({e.strerror or e})") from None
         if not os.access(out_dir, os.W_OK):
             raise AudioError(f"{out_dir}: output folder is not writable")
-        upsampler = inference.load_upsampler(model_path, up, args.subpixel)
-        from speechsr.evaluation import evaluate, write_tables
+        upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError("--jobs must be >= 1")
+        if args.listen < 0:
+            raise ValueError("--listen must be >= 0")
+        from speechsr.evaluation import evaluate, pick_listening_files, write_listening_page, write_tables
         from speechsr.plots import evaluation_figure
-        rows = evaluate(files, upsampler, progress=not args.quiet)
-        summary = write_tables(rows, out_dir, title=f"Evaluation of {model_path}", base=base)
+        rows = evaluate(files, upsampler, progress=not args.quiet, perceptual=not args.no_perceptual, jobs=args.jobs,
+                        channel=args.channel)
+        title = f"Evaluation of {route.describe() if route.kind == 'sinc' else model_path}" + (
+            " (input through a telephone channel)" if args.channel == "telephone" else "")
+        summary = write_tables(rows, out_dir, title=title, base=base)
         evaluation_figure(out_dir / "results.png", rows)
+        page = None
+        if args.listen:
+            page = write_listening_page(rows, pick_listening_files(rows, args.listen, args.listen), upsampler,
+                                        out_dir, title, base, args.channel)
     except (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("| file | duration (s) | model SNR | model LSD | sinc SNR | sinc LSD | spline SNR | spline LSD | model time (s) |")
-    print(summary["mean_row"])
+    print(summary["mean_table"])
     print(f"RTF {summary['rtf']:.4f} (model {summary['model_seconds']:.2f} s for {summary['duration_s']:.1f} s of audio)")
-    print(f"wrote {summary['md']}, {summary['csv']}, {out_dir / 'results.png'}")
+    print(f"wrote {summary['md']}, {summary['csv']}, {out_dir / 'results.png'}" + (f", {page}" if page else ""))
     return 0
 
 

@@ -7,6 +7,9 @@ Examples:
   python train.py --summary                                          # parameters and FLOPs only
   python train.py --strategy mirrored                                # all local GPUs
   python train.py --settings my_settings --init-from models/pretrained/model.keras  # fine-tune
+
+Errors are one line on stderr, exit code 2, and leave no run folder behind; Ctrl-C or SIGTERM
+stops with exit code 130 (--resume continues from the last checkpoint).
 """
 
 import argparse
@@ -16,6 +19,7 @@ import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
+from speechsr.cli import close_progress_bars, stop_on_sigterm
 
 
 def parse_args(argv=None):
@@ -39,8 +43,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()  # stop like Ctrl-C: temporary files are removed
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("speechsr").setLevel(logging.INFO)  # our progress lines, not TensorFlow's INFO chatter
     absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
@@ -58,10 +65,14 @@ def main(argv=None) -> int:
             print(summary_text(loaded["model"]))
             return 0
         trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
-    except (settings.SettingsError, TrainingError, ValueError) as e:
+        record = trainer.fit()
+    except (settings.SettingsError, TrainingError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    record = trainer.fit()
+    except KeyboardInterrupt:
+        close_progress_bars()  # else a bar redraws itself after the message at exit
+        print("\ninterrupted: add --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
     print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0

@@ -1,15 +1,28 @@
 #!/usr/bin/env python3
-"""Upsample low-res (4 kHz) speech to 16 kHz with a trained model.
+"""Upsample low-res (4 kHz) speech to 16 kHz with a trained model; 8 kHz phone speech too.
 
 Examples:
   python upsample_audio_file.py call.wav                        # -> call_upsampled.wav
   python upsample_audio_file.py call.wav -o out.wav --plot call.png
   python upsample_audio_file.py recordings/ -o upsampled/       # every audio file, recursively
-  python upsample_audio_file.py clean16k.flac --reference       # SNR/LSD vs sinc and spline
+  python upsample_audio_file.py clean16k.flac --reference       # metrics vs sinc and spline
+  python upsample_audio_file.py phone8k.wav                     # telephony path (sinc until its model ships)
+  python upsample_audio_file.py clean16k.flac --reference --channel telephone
+  sox call.wav -t wav - | python upsample_audio_file.py - -o - | sox -t wav - out.flac   # pipes
+
+Each input's path is chosen automatically (speechsr.routing; one log line says which and why):
+4 kHz input -> the 4x model; 8 kHz telephone-band input (or a file whose content stops near
+3.4-4 kHz) -> the telephony model models/pretrained-telephony/model.keras, or plain sinc
+interpolation while that model does not exist. --model overrides. --reference --channel
+telephone makes the test input through a phone line (8 kHz G.711) instead of sox.
+
+The model runs in LiteRT (no TensorFlow import, fast start) when its export MODEL.tflite
+matches it (`make export`), else in TensorFlow; --runtime tf|lite|lite-int8 chooses.
 
 Files are streamed (bounded memory) and written atomically. Outputs keep the input's
 PCM_16/PCM_24 subtype, else FLOAT (setting 'output_subtype'). Errors: one line on stderr,
-exit code 2.
+exit code 2 (a folder batch reports each failed file, goes on, and exits 2 at the end);
+Ctrl-C or SIGTERM: exit code 130, no partial output.
 """
 
 import argparse
@@ -20,7 +33,8 @@ from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
-from speechsr.audio import AudioError, audio_info
+from speechsr.cli import close_progress_bars, stop_on_sigterm
+from speechsr.audio import AudioError, audio_info, check_output_format
 from speechsr.inference import add_upsampler_arguments
 
 SUFFIX = "_upsampled.wav"
@@ -28,11 +42,15 @@ SUFFIX = "_upsampled.wav"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file(s) or folder(s) (.wav .flac .ogg .sph)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio file(s) or folder(s) (.wav .flac .ogg .sph); '-' = a WAV stream on stdin")
     p.add_argument("-o", "--output", help=f"output file (one input; default <stem>{SUFFIX} beside it) "
-                                          "or folder (required for several inputs / a folder)")
+                                          "or folder (required for several inputs / a folder); "
+                                          "'-' = WAV on stdout (the default for input '-')")
     p.add_argument("--reference", action="store_true",
-                   help="INPUT is high-res: downsample it, upsample, print SNR/LSD of model, sinc, spline")
+                   help="INPUT is high-res: downsample it, upsample, print the metrics of model, sinc, spline")
+    p.add_argument("--no-perceptual", action="store_true",
+                   help="with --reference: skip ViSQOL, STOI and DNSMOS P.808 (a few seconds per file)")
     p.add_argument("--plot", metavar="PNG", help="write a spectrogram comparison figure (one input only)")
     add_upsampler_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
@@ -73,6 +91,12 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
     for f, dest in pairs:
         if dest.resolve() == f.resolve():
             raise ValueError(f"{dest}: output would overwrite the input")
+        check_output_format(dest)  # '-o out.mp3' is refused, not written as WAV bytes
+    if args.plot:  # fail now, not after the upsampling
+        plot_dir = Path(args.plot).parent
+        if not plot_dir.is_dir() or not os.access(plot_dir, os.W_OK):
+            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir} "
+                             f"{'is not writable' if plot_dir.is_dir() else 'does not exist'})")
     for folder in sorted({d.parent for _, d in pairs}):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -87,11 +111,19 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
     import numpy as np
     from speechsr import audio
     from speechsr.inference import format_metrics_table, output_subtype, reference_mode
-    res = reference_mode(src, upsampler)
+    res = reference_mode(src, upsampler, args.channel)
+    if not args.no_perceptual:
+        from speechsr import metrics
+        ref, rate = res["signals"]["reference"], upsampler.output_rate
+        for m, scores in res["metrics"].items():
+            scores.update(metrics.perceptual(ref, res["signals"][m], rate))
+        res["metrics"]["reference"] = {"p808": metrics.perceptual(ref, ref, rate)["p808"]}
     subtype = output_subtype(src, dest, up.output_subtype)
     y = res["signals"]["model"]
     audio.write_audio(dest, y if subtype == "FLOAT" else np.clip(y, -1, 1), upsampler.output_rate, subtype)
-    print(f"{src} ({res['duration_s']:.2f} s; input: sox-downsampled to {upsampler.input_rate} Hz)")
+    how = (f"sox-downsampled to {upsampler.input_rate} Hz" if args.channel == "sox" else
+           f"through a telephone channel (8 kHz G.711), {getattr(upsampler, 'runtime', 'model')} path")
+    print(f"{src} ({res['duration_s']:.2f} s; input: {how})")
     print(format_metrics_table(res["metrics"]))
     print(f"wrote {dest}")
     if args.plot:
@@ -101,16 +133,37 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
                                       "model": (sig["model"], rates["model"]),
                                       "sinc": (sig["sinc"], rates["sinc"]),
                                       "reference": (sig["reference"], rates["reference"])},
-                          res["metrics"], title=f"{src.name}: reference mode")
+                          {m: v for m, v in res["metrics"].items() if "snr" in v}, title=f"{src.name}: reference mode")
         print(f"wrote {args.plot}")
 
 
-def run_files(pairs, upsampler, up, args) -> int:
+def route_files(pairs, up, args, default_model) -> list:
+    """The upsampler of each input (speechsr.routing: 4x model, telephony model or sinc; --model
+    wins), each distinct one loaded once, before any file is written."""
+    from speechsr import routing
+    loaded, upsamplers = {}, []
+    for src, _ in pairs:
+        try:
+            route = routing.choose_for_file(src, model=args.model, default_model=default_model)
+        except AudioError:
+            if len(pairs) == 1:
+                raise
+            route = routing.choose(model=default_model)  # unreadable: reported by run_files
+        if args.model is None:
+            routing.log_route(route, src)
+        key = (route.kind, str(route.model_path))
+        if key not in loaded:
+            loaded[key] = routing.load_route(route, up, args.subpixel, args.runtime)
+        upsamplers.append(loaded[key])
+    return upsamplers
+
+
+def run_files(pairs, upsamplers, up, args) -> int:
     from tqdm import tqdm
     from speechsr.inference import InputBandError, upsample_file
     failed = 0
-    bar = tqdm(pairs, unit="file", disable=args.quiet or len(pairs) == 1)
-    for src, dest in bar:
+    bar = tqdm(list(zip(pairs, upsamplers)), unit="file", disable=args.quiet or len(pairs) == 1)
+    for (src, dest), upsampler in bar:
         try:
             info = upsample_file(src, dest, upsampler, up.output_subtype, up.block_seconds)
         except (AudioError, InputBandError, ValueError, OSError) as e:
@@ -127,6 +180,7 @@ def run_files(pairs, upsampler, up, args) -> int:
         from speechsr import audio
         from speechsr.plots import comparison_figure
         src, dest = pairs[0]
+        upsampler = upsamplers[0]
         x, _ = audio.read_audio(src, rate=upsampler.input_rate, stop=20.0)
         y, _ = audio.read_audio(dest, stop=20.0)
         comparison_figure(args.plot, {"input": (x, upsampler.input_rate), "output": (y, upsampler.output_rate)},
@@ -141,22 +195,78 @@ def run_files(pairs, upsampler, up, args) -> int:
     return 0
 
 
+def run_pipe(args, up) -> int:
+    """INPUT '-' and/or '-o -': stream through stdin/stdout (speechsr.pipes), bounded memory.
+
+    Reading stdin, windows run one at a time (unless --batch-size) in blocks of 0.25 s, so
+    the first output follows the first window of input.
+    """
+    import dataclasses
+    from speechsr import inference, pipes
+    if len(args.inputs) > 1 or args.reference or args.plot:
+        raise ValueError("'-' (stdin/stdout) takes one input and neither --reference nor --plot")
+    stdin, stdout = args.inputs[0] == "-", args.output in (None, "-")
+    src = None if stdin else Path(args.inputs[0])
+    dest = None if stdout else Path(args.output)
+    if src is not None:
+        audio_info(src)
+    if dest is not None:
+        if dest.is_dir() or args.output.endswith(("/", "\\")):
+            raise ValueError(f"{dest}: give an output file name for input '-'")
+        check_output_format(dest)
+        if not os.access(dest.parent if str(dest.parent) else ".", os.W_OK):
+            raise AudioError(f"{dest.parent}: output folder is not writable")
+    if stdout and sys.stdout.isatty():
+        raise ValueError("refusing to write WAV to a terminal: pipe stdout into a program or use -o FILE")
+    if stdin and args.batch_size is None:
+        up = dataclasses.replace(up, batch_size=1)
+    from speechsr import routing
+    default_model = inference.resolve_model_path(up.model, from_settings=True)
+    with (pipes.open_stream(sys.stdin.buffer) if stdin else pipes.open_file(src)) as f:
+        # a file is measured (speechsr.routing); a stream is routed by its rate alone
+        route = (routing.choose(f.samplerate, model=args.model, default_model=default_model) if stdin else
+                 routing.choose_for_file(src, model=args.model, default_model=default_model))
+        if args.model is None:
+            routing.log_route(route, "stdin" if stdin else src)
+        upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
+        if src is not None:
+            inference.check_input_band(src, upsampler.settings)
+        info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler,
+                                     up.output_subtype, 0.25 if stdin else up.block_seconds)
+    if not args.quiet and not stdout:
+        print(f"wrote {dest} ({info['seconds']:.2f} s, {info['subtype']}, {info['model_seconds']:.2f} s "
+              f"to upsample, runtime {upsampler.runtime})")
+    return 0
+
+
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()  # like Ctrl-C: the temporary output is removed
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from speechsr import inference
     try:
         up = inference.upsampling_settings_from_args(args)
+        if "-" in args.inputs or args.output == "-":
+            return run_pipe(args, up)
         pairs = plan_outputs(args)
-        model_path = inference.resolve_model_path(args.model or up.model, from_settings=not args.model)
-        upsampler = inference.load_upsampler(model_path, up, args.subpixel)
+        from speechsr import routing
+        default_model = inference.resolve_model_path(up.model, from_settings=True)
         if args.reference:
-            run_reference(*pairs[0], upsampler, up, args)
+            route = routing.choose(model=args.model, default_model=default_model,
+                                   telephone=args.channel == "telephone")
+            routing.log_route(route, pairs[0][0])
+            run_reference(*pairs[0], routing.load_route(route, up, args.subpixel, args.runtime), up, args)
             return 0
-        return run_files(pairs, upsampler, up, args)
+        return run_files(pairs, route_files(pairs, up, args, default_model), up, args)
     except (settings.SettingsError, AudioError, inference.InputBandError, ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        close_progress_bars()  # else a bar redraws itself after the message at exit
+        print("\ninterrupted: no partial output was left", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 
 Reads ``data_settings.json`` (``--settings``); flags override single values. Writes
 ``<output_dir>/clips/<recording>/`` and ``<output_dir>/data_info.json``. Rerunning reuses
-the recordings already complete. Exit status: 0 ok, 2 bad settings / missing corpus.
+the recordings already complete. Exit status: 0 ok, 2 bad settings / missing corpus / an
+output that cannot be written (disk full: complete recordings are kept, rerun to resume),
+130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 
 from speechsr import settings
+from speechsr.cli import stop_on_sigterm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,8 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()  # clean up like Ctrl-C does
+    from speechsr.audio import WriteError
     from speechsr.corpus import CorpusError
     from speechsr.splicing import splice_corpus
     absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 - flags are cwd-relative
@@ -42,6 +48,9 @@ def main(argv=None) -> int:
             "start_time": args.start_time, "end_time": args.end_time,
             "splice_duration": args.splice_duration})["data"]
         s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
+    except WriteError as e:
+        print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
+        return 2
     except (settings.SettingsError, CorpusError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -54,6 +63,10 @@ def main(argv=None) -> int:
         print(f"  skipped {sk['recording_id']}: {sk['reason']}")
     if len(s.skipped) > 10:
         print(f"  ... {len(s.skipped) - 10} more in {s.data_info}")
+    for w in s.warnings[:10]:
+        print(f"  warning: {w['warning']}")
+    if len(s.warnings) > 10:
+        print(f"  ... {len(s.warnings) - 10} more warnings in {s.data_info}")
     print(f"clips: {s.clips} x {s.clip_duration_s:g} s = {s.total_duration_s:.1f} s "
           f"({s.total_duration_s / 3600:.2f} h)")
     print(f"time: {s.elapsed_s:.1f} s for {s.input_seconds:.1f} s of new input audio "

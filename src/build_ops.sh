@@ -12,7 +12,8 @@ PYTHON="${PYTHON:-python3}"
 CXX="${CXX:-g++}"
 CXXFLAGS_FIXED="-std=c++17 -shared -fPIC -O2 -Wno-deprecated-declarations -Wno-interference-size"
 
-OPS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/speechsr/ops"
+# SPEECHSR_OPS_DIR: another speechsr/ops folder (an installed package's: `speechsr build-op`).
+OPS_DIR="${SPEECHSR_OPS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/speechsr/ops}"
 SRC="$OPS_DIR/subpixel_shuffle.cc"
 LIB="$OPS_DIR/_subpixel_shuffle.so"
 STAMP="$OPS_DIR/_subpixel_shuffle.stamp"

@@ -275,9 +275,10 @@ def test_evaluate_script(tmp_path, model_path):
     for i in range(2):
         sf.write(data / f"utt{i}.wav", speech_like(1.5 + i, 16000, seed=10 + i), 16000, subtype="PCM_16")
     out = tmp_path / "results"
-    proc = run_script(ROOT / "evaluate.py", "--input", data, "-o", out, "--model", model_path, "-q")
+    proc = run_script(ROOT / "evaluate.py", "--input", data, "-o", out, "--model", model_path, "-q",
+                      "--no-perceptual", "--listen", "1")
     assert proc.returncode == 0, proc.stderr
-    assert {"results.md", "results.csv", "results.png"} <= {p.name for p in out.iterdir()}
-    assert "RTF" in proc.stdout and "mean (2 files)" in proc.stdout
+    assert {"results.md", "results.csv", "results.png", "results.html"} <= {p.name for p in out.iterdir()}
+    assert "RTF" in proc.stdout and "| **model** |" in proc.stdout and "HF energy (dB)" in proc.stdout
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0].startswith("file,duration_s,model_snr") and len(lines) == 3
+    assert lines[0].startswith("file,duration_s,model_snr,model_lsd,model_lsd_lf,model_lsd_hf") and len(lines) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -117,6 +118,40 @@ def test_mrstft_loss_is_zero_for_equal_signals_and_positive_otherwise():
     assert float(losses.mrstft(y, 0.5 * y)[0]) > 0.1
 
 
+def test_mel_loss_is_zero_for_equal_signals_and_grows_with_a_missing_band():
+    y = tf.constant(speech_like(0.5, 16000, seed=2)[None, :, None])
+    assert float(losses.mel_l1(y, y)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.mel_l1(y, 0.5 * y)[0]) == pytest.approx(np.log(2), rel=0.05)  # -6 dB everywhere
+
+
+def test_discriminators_and_gan_losses():
+    from speechsr import adversarial
+    d = adversarial.build_discriminators([2, 3], [[256, 64]], channels=4, patch_samples=2048)
+    real = tf.constant(speech_like(0.128, 16000, seed=3)[None, :, None].repeat(2, axis=0))
+    outs = d(real)
+    assert len(outs) == 3 and all(len(features) == 5 for _, features in outs)
+    ones = [(tf.ones_like(logits), features) for logits, features in outs]
+    zeros = [(tf.zeros_like(logits), features) for logits, features in outs]
+    np.testing.assert_allclose(adversarial.discriminator_loss(ones, zeros).numpy(), [0.0, 0.0])  # perfect D
+    np.testing.assert_allclose(adversarial.generator_loss(zeros).numpy(), [3.0, 3.0])  # fooled no one
+    np.testing.assert_allclose(adversarial.feature_matching_loss(outs, outs).numpy(), [0.0, 0.0])
+    assert float(adversarial.feature_matching_loss(outs, d(0.5 * real))[0]) > 0
+
+
+def test_settings_written_before_a_key_existed_still_load(tmp_path):
+    raw = settings.to_json(settings.load("training", PROJECT_ROOT / "settings"))
+    for key in ("mel_weight", "adversarial_weight", "discriminator_periods", "mse_weight"):
+        raw.pop(key)
+    (tmp_path / "training_settings.json").write_text(json.dumps(raw))
+    ts = settings.load("training", tmp_path)
+    assert (ts.mel_weight, ts.adversarial_weight, ts.mse_weight) == (0.0, 0.0, 1.0)
+    assert ts.discriminator_periods == [2, 3, 5, 7, 11]
+    raw["train_csv"] = None
+    (tmp_path / "training_settings.json").write_text(json.dumps(raw))
+    with pytest.raises(settings.SettingsError, match="train_csv"):
+        settings.load("training", tmp_path)
+
+
 def test_train_keeps_best_model_and_loss_files(tiny_settings_dir, tmp_path):
     r = run_train(["--settings", str(tiny_settings_dir)])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -182,13 +217,22 @@ def _wait_for(predicate, timeout, proc):
     return False
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tiny_settings_dir, tmp_path):
-    """Kill -9 mid-epoch, --resume: same epochs, same losses as a run never interrupted."""
-    ref = run_train(["--settings", str(tiny_settings_dir), "--run-name", "ref", "--epochs", "3"])
+GAN_FLAGS = ["--set", "adversarial_weight=1.0", "--set", "feature_matching_weight=2.0", "--set", "mel_weight=1.0",
+             "--set", "gan_start_step=10", "--set", "discriminator_periods=[2, 3]",
+             "--set", "discriminator_stft_sizes=[256]", "--set", "discriminator_channels=4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adversarial", [False, True], ids=["reconstruction", "gan"])
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_settings_dir, tmp_path, adversarial):
+    """Kill -9 mid-epoch, --resume: same epochs, same losses as a run never interrupted (with the
+    GAN on: discriminators, their optimizer and the GAN loss tallies are in the checkpoint too)."""
+    extra = GAN_FLAGS if adversarial else []
+    ref = run_train(["--settings", str(tiny_settings_dir), "--run-name", "ref", "--epochs", "3"] + extra)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
     run = tmp_path / "models" / "tiny"
-    args = ["--settings", str(tiny_settings_dir), "--epochs", "3", "--set", "checkpoint_every_steps=5"]
+    args = ["--settings", str(tiny_settings_dir), "--epochs", "3", "--set", "checkpoint_every_steps=5"] + extra
     proc = subprocess.Popen(TRAIN + args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # epoch 1 = 6 step checkpoints + 1 at its end; kill during epoch 2, after a mid-epoch checkpoint
     mid_epoch = lambda: (run / "train_loss.txt").exists() and _ckpt_count(run) >= 8  # noqa: E731
@@ -204,6 +248,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_settings_dir, tmp_p
     want = [float(v) for v in (tmp_path / "models" / "ref" / "train_loss.txt").read_text().split()]
     assert len(got) == 3
     np.testing.assert_allclose(got, want, rtol=1e-3)
+    if adversarial:
+        history = lambda name: list(csv.DictReader((tmp_path / "models" / name / "history.csv").open()))  # noqa: E731
+        got_d = [float(r["d_loss"]) for r in history("tiny")]
+        want_d = [float(r["d_loss"]) for r in history("ref")]
+        assert want_d[0] > 0  # the discriminators trained (steps 10-29 of 30 in epoch 1)
+        np.testing.assert_allclose(got_d, want_d, rtol=1e-3)
 
 
 def _ckpt_count(run) -> int:

@@ -3,7 +3,9 @@
 Accepted inputs: wav (16/24/32-bit int, float), flac, ogg, NIST SPHERE ``.sph``, any sample
 rate, any channel count. Multichannel audio is **downmixed to mono** (mean of channels).
 Resampling uses soxr at its highest quality ("VHQ"). Every failure to read is an
-:class:`AudioError` whose message is one line naming the file and the cause.
+:class:`AudioError` whose message is one line naming the file and the cause; every failure to
+write is a :class:`WriteError` (disk full, I/O error, permission: an AudioError and an
+OSError), named the same way. A truncated WAV is read as far as it goes, with a warning.
 
 Arrays are float32, shape ``[time]`` (mono), values in [-1, 1] for integer sources.
 """
@@ -11,8 +13,10 @@ Arrays are float32, shape ``[time]`` (mono), values in [-1, 1] for integer sourc
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +32,37 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph")
 
 class AudioError(Exception):
     """A file could not be read or written; ``str()`` is one line naming file and cause."""
+
+
+class WriteError(AudioError, OSError):
+    """Writing an output failed (disk full, I/O error, permission): an error of the run, not
+    of an input file. ``str()`` is one line naming the file and the cause."""
+
+
+#: errno values that mean the output side failed (reported by name, never as "System error.").
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def write_error(path: str | os.PathLike, exc: BaseException) -> WriteError:
+    """A :class:`WriteError` for a failed write of ``path``: ``"<path>: cannot write (<cause>)"``.
+
+    The cause comes from the OSError's errno, or, for libsndfile's bare "System error.", from
+    the C errno it left behind, or from the folder's free space.
+    """
+    path = Path(path)
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if code is None and isinstance(exc, sf.SoundFileError):
+        c_errno = getattr(getattr(sf, "_ffi", None), "errno", 0)
+        code = c_errno if c_errno in _WRITE_ERRNOS else None
+    if code is None:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 64 * 1024:
+                code = errno.ENOSPC
+    cause = os.strerror(code).lower() if code else _describe(exc)
+    err = WriteError(f"{path}: cannot write ({cause})")
+    err.errno = code  # lets callers test for ENOSPC
+    return err
 
 
 def _describe(exc: Exception) -> str:
@@ -46,12 +81,43 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     try:
+        open(path, "rb").close()  # libsndfile would say only "System error."
+    except OSError as e:
+        raise AudioError(f"{path}: cannot open ({(e.strerror or str(e)).lower()})") from None
+    try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with long text
         raise AudioError(f"{path}: not a readable audio file ({_describe(e)})") from None
     if info.frames == 0:
         raise AudioError(f"{path}: contains no audio samples")
     return info
+
+
+_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_warned_truncated: set[str] = set()
+
+
+def truncation_note(info: sf._SoundFileInfo) -> str | None:
+    """For a WAV whose header announces more audio than the file holds: one line saying so.
+
+    libsndfile then reads what is there (``info.frames`` counts it). Streaming writers' size
+    placeholders (>= 0x7FFF0000 bytes) are not taken for truncation.
+    """
+    m = _DATA_CHUNK.search(getattr(info, "extra_info", "") or "")
+    if not m:
+        return None
+    declared, actual = int(m.group(1)), int(m.group(2))
+    if declared <= actual or declared >= 0x7FFF0000:
+        return None
+    return (f"{info.name}: truncated: its header announces {declared} bytes of audio but the file "
+            f"holds {actual}; using the {info.frames / info.samplerate:.2f} s present")
+
+
+def _warn_truncated(info: sf._SoundFileInfo) -> None:
+    note = truncation_note(info)
+    if note and info.name not in _warned_truncated:
+        _warned_truncated.add(info.name)
+        log.warning("%s", note)
 
 
 def _to_mono(data: np.ndarray, path: Path, warn: bool = True) -> np.ndarray:
@@ -70,14 +136,18 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 def read_audio(path: str | os.PathLike, rate: int | None = None,
-               start: float = 0.0, stop: float | None = None) -> tuple[np.ndarray, int]:
+               start: float = 0.0, stop: float | None = None,
+               warn_truncated: bool = True) -> tuple[np.ndarray, int]:
     """Read ``path`` as mono float32 ``[time]``; resample to ``rate`` Hz when given.
 
     ``start``/``stop`` are seconds at the file's own rate (``stop=None``: to the end).
-    Returns ``(samples, sample_rate)``.
+    A truncated WAV (see :func:`truncation_note`) is read as far as it goes, with a warning
+    (logger ``speechsr``) unless ``warn_truncated`` is False. Returns ``(samples, sample_rate)``.
     """
     path = Path(path)
     info = audio_info(path)
+    if warn_truncated:
+        _warn_truncated(info)
     first = int(round(start * info.samplerate))
     last = None if stop is None else int(round(stop * info.samplerate))
     try:
@@ -104,6 +174,7 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int |
     """
     path = Path(path)
     info = audio_info(path)
+    _warn_truncated(info)
     frames = max(1, int(block_seconds * info.samplerate))
     stream = None
     if rate is not None and rate != info.samplerate:
@@ -116,6 +187,8 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int |
                 last = data.shape[0] < frames
                 x = _to_mono(data, path, warn=not warned)
                 warned = True
+                if not np.all(np.isfinite(x)):
+                    raise AudioError(f"{path}: contains NaN or infinite samples")
                 if stream is not None:
                     x = stream.resample_chunk(x, last=last)
                 if x.size:
@@ -128,15 +201,56 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int |
         raise AudioError(f"{path}: read failed, file truncated or corrupt ({_describe(e)})") from None
 
 
+_PART = re.compile(r"^\..*\.([A-Za-z0-9-]*)-pid(\d+)\.[^.]+\.part(\.[^.]*)?$")
+_swept: set[str] = set()
+
+
+def _host() -> str:
+    import socket
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files of :func:`atomic_path` in ``folder`` whose writer process is gone
+    (killed with SIGKILL, or the machine stopped); returns what was removed."""
+    removed, host = [], _host()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for e in entries:
+            m = _PART.match(e.name)  # only this machine's: a pid says nothing about another's
+            if m and m.group(1) == host and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
     On any exception the temporary file is removed, so no half-written file is ever left.
+    The name ``.<stem>.<host>-pid<PID>.<random>.part<suffix>`` records the writer, so the first write
+    into a folder also removes temporaries left there by writers killed with SIGKILL.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
+    folder = str(path.parent.resolve())
+    if folder not in _swept:
+        _swept.add(folder)
+        for p in remove_stale_parts(folder):
+            log.info("removed %s, left by an interrupted run", p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{_host()}-pid{os.getpid()}.", suffix=".part" + path.suffix,
+                               dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -151,30 +265,75 @@ def atomic_path(path: str | os.PathLike):
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int, subtype: str = "FLOAT") -> None:
-    """Write ``samples`` (``[time]`` or ``[time, channels]``) atomically as WAV (or by suffix)."""
+    """Write ``samples`` (``[time]`` or ``[time, channels]``) atomically as WAV (or by suffix).
+
+    A failed write raises :class:`WriteError` naming the file and the cause; nothing is left.
+    """
     path = Path(path)
+    fmt = _format_for(path)
     try:
         with atomic_path(path) as tmp:
-            sf.write(str(tmp), np.asarray(samples), rate, subtype=subtype, format=_format_for(path))
-    except OSError as e:
-        raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
+            sf.write(str(tmp), np.asarray(samples), rate, subtype=subtype, format=fmt)
+    except (OSError, sf.SoundFileError) as e:
+        raise write_error(path, e) from None
+
+
+#: Output formats by file suffix (anything else is refused rather than written as WAV bytes).
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".sph": "NIST"}
 
 
 def _format_for(path: Path) -> str:
-    return {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".sph": "NIST"}.get(path.suffix.lower(), "WAV")
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: cannot write '{Path(path).suffix or '(no suffix)'}' files; "
+                         f"use {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def check_output_format(path: str | os.PathLike) -> None:
+    """AudioError unless ``path``'s suffix is a format the writers produce (:data:`OUTPUT_FORMATS`)."""
+    _format_for(Path(path))
+
+
+class _CheckedWriter:
+    """A ``soundfile.SoundFile`` whose ``write`` failures become :class:`WriteError` for ``path``."""
+
+    def __init__(self, f: sf.SoundFile, path: Path):
+        self._f, self._path = f, path
+
+    def write(self, data) -> None:
+        try:
+            self._f.write(data)
+        except (OSError, sf.SoundFileError) as e:
+            raise write_error(self._path, e) from None
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 @contextlib.contextmanager
 def open_atomic_writer(path: str | os.PathLike, rate: int, subtype: str = "FLOAT"):
-    """A ``soundfile.SoundFile`` open for block writes into a temporary file, renamed on success."""
+    """A ``soundfile.SoundFile`` open for block writes into a temporary file, renamed on success.
+
+    A failed write (disk full, I/O error) raises :class:`WriteError` naming ``path`` and the
+    cause, and the temporary file is removed.
+    """
     path = Path(path)
+    fmt = _format_for(path)
     try:
         with atomic_path(path) as tmp:
-            with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, subtype=subtype,
-                              format=_format_for(path)) as f:
-                yield f
-    except OSError as e:
-        raise AudioError(f"{path}: cannot write ({e.strerror or e})") from None
+            f = sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, subtype=subtype, format=fmt)
+            try:
+                yield _CheckedWriter(f, path)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    f.close()
+                raise
+            f.close()  # flushes the header: may itself fail on a full disk
+    except (OSError, sf.SoundFileError) as e:
+        if isinstance(e, WriteError):
+            raise
+        raise write_error(path, e) from None
 
 
 def sox_version() -> str:

@@ -31,15 +31,32 @@ def edge_energy_db(x: np.ndarray) -> float:
 
     ``x``: mono ``[time]`` at any rate (Welch periodogram, 1024-sample segments).
     """
-    from scipy.signal import welch
     x = np.asarray(x, dtype=np.float64)
     if x.size < 16:
         return float("-inf")
-    freqs, psd = welch(x, fs=2.0, nperseg=min(1024, x.size))  # fs=2: frequencies in Nyquist units
+    freqs, psd = welch_psd(x, nperseg=min(1024, x.size))
     total = psd.sum()
     if total <= 0:
         return float("-inf")
     return float(10 * np.log10(max(psd[freqs >= EDGE].sum() / total, 1e-30)))
+
+
+def welch_psd(x: np.ndarray, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.signal.welch(x, fs=2.0, nperseg=nperseg)`` in numpy: ``(freqs, psd)``.
+
+    Frequencies in Nyquist units; periodic Hann window, half overlap, per-segment mean
+    removed, one-sided density. Numpy only: importing scipy.signal takes ~0.5-1 s, more
+    than the lean runtime's whole start-up (test_runtime.py checks it equals scipy's).
+    """
+    step = nperseg - nperseg // 2
+    starts = np.arange(0, x.size - nperseg + 1, step)
+    segments = x[starts[:, None] + np.arange(nperseg)]
+    segments = segments - segments.mean(axis=1, keepdims=True)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(nperseg) / nperseg)
+    psd = np.abs(np.fft.rfft(segments * window, axis=1)) ** 2
+    psd = psd.mean(axis=0) / (2.0 * np.sum(window ** 2))  # fs = 2
+    psd[1:-1 if nperseg % 2 == 0 else None] *= 2  # one-sided: double all but DC (and Nyquist)
+    return np.fft.rfftfreq(nperseg, d=0.5), psd
 
 
 def check_mode(mode: str) -> None:

@@ -1,51 +1,148 @@
 """Evaluate a model on high-res files against the sinc and spline baselines.
 
 Each file goes through :func:`speechsr.inference.reference_mode` (sox-downsampled to the
-model's input rate, upsampled, compared with the original by ``metrics.snr``/``lsd``).
-:func:`write_tables` writes ``results.csv`` and ``results.md`` (per-file rows, a mean row and
-the real-time factor RTF = model seconds / audio seconds) atomically.
+model's input rate, upsampled, compared with the original). The fast metrics
+(:func:`speechsr.metrics.spectral`: SNR, LSD, LSD-LF/HF, high-band energy, pause noise) are
+computed as files are upsampled; the slow perceptual ones (:func:`speechsr.metrics.perceptual`:
+ViSQOL, STOI, DNSMOS P.808, also P.808 of the reference) run in a process pool alongside.
+A metric that cannot score a file leaves an empty cell (NaN), counted in the mean row.
+
+:func:`write_tables` writes ``results.csv`` and ``results.md`` (a mean table per method and the
+per-file rows), :func:`write_listening_page` ``results.html`` with audio players and
+spectrograms of a few files; all atomically.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import csv
+import html
 import io
 import math
+import multiprocessing
 import os
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from speechsr import audio, metrics
 from speechsr.audio import atomic_path
 from speechsr.inference import Upsampler, reference_mode
 
 METHODS = ("model", "sinc", "spline")
-COLUMNS = ["file", "duration_s"] + [f"{m}_{k}" for m in METHODS for k in ("snr", "lsd")] + ["model_seconds"]
+SPECTRAL = ("snr", "lsd", "lsd_lf", "lsd_hf", "hf_energy", "pause_noise")
+PERCEPTUAL = ("visqol", "stoi", "p808")
+METRIC_LABELS = {"snr": "SNR (dB)", "lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF",
+                 "hf_energy": "HF energy (dB)", "pause_noise": "pause noise (dB)", "visqol": "ViSQOL",
+                 "stoi": "STOI", "p808": "P.808"}
+METRIC_FORMATS = {"snr": ".2f", "hf_energy": ".1f", "pause_noise": ".1f", "stoi": ".3f"}
 
 
-def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: bool = True) -> list[dict]:
-    """Per-file rows (``COLUMNS``; SNR in dB, durations in seconds) for high-res ``files``."""
+def columns(perceptual: bool = True) -> list[str]:
+    """CSV columns: per method the spectral (and perceptual) metrics, P.808 of the reference."""
+    keys = SPECTRAL + (PERCEPTUAL if perceptual else ())
+    extra = ["reference_p808"] if perceptual else []
+    return ["file", "duration_s"] + [f"{m}_{k}" for m in METHODS for k in keys] + extra + ["model_seconds"]
+
+
+def _score_perceptual(index: int, reference: np.ndarray, outputs: dict, rate: int) -> tuple[int, dict]:
+    """Worker: perceptual metrics of each output against ``reference`` (``[time]`` at ``rate`` Hz)."""
+    row = {}
+    for method, y_hat in outputs.items():
+        for k, v in metrics.perceptual(reference, y_hat, rate).items():
+            row[f"{method}_{k}"] = v
+    row["reference_p808"] = metrics._guarded(metrics.dnsmos_p808, reference, rate)
+    return index, row
+
+
+def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: bool = True,
+             perceptual: bool = True, jobs: int | None = None, channel: str = "sox") -> list[dict]:
+    """Per-file rows (:func:`columns`; SNR and energies in dB, durations in seconds).
+
+    ``jobs`` worker processes (default: all cores) score the perceptual metrics while the
+    model upsamples the next files; ``perceptual=False`` skips them. ``channel``: how the low-res
+    input is made (:func:`speechsr.inference.reference_mode`: 'sox' or 'telephone').
+    """
     upsampler.warmup()  # trace once, outside the timed region
-    rows = []
-    for path in tqdm(files, desc="evaluating", unit="file", disable=not progress):
-        res = reference_mode(path, upsampler)
-        row = {"file": str(path), "duration_s": res["duration_s"], "model_seconds": res["model_seconds"]}
-        for m in METHODS:
-            row[f"{m}_snr"], row[f"{m}_lsd"] = res["metrics"][m]["snr"], res["metrics"][m]["lsd"]
-        rows.append(row)
+    rows: list[dict] = []
+    cutoff = upsampler.input_rate / 2
+    rate = upsampler.output_rate
+    pool = None
+    if perceptual:
+        # spawn: the workers import numpy and the metric packages only, never TensorFlow
+        pool = futures.ProcessPoolExecutor(jobs or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"))
+    pending = []
+    try:
+        for path in tqdm(files, desc="upsampling", unit="file", disable=not progress):
+            res = reference_mode(path, upsampler, channel)
+            cutoff = res["rates"]["low_res"] / 2
+            ref = res["signals"]["reference"]
+            row = {"file": str(path), "duration_s": res["duration_s"], "model_seconds": res["model_seconds"]}
+            for m in METHODS:
+                for k, v in metrics.spectral(ref, res["signals"][m], rate, cutoff).items():
+                    row[f"{m}_{k}"] = v
+            rows.append(row)
+            if pool is not None:
+                outputs = {m: res["signals"][m] for m in METHODS}
+                pending.append(pool.submit(_score_perceptual, len(rows) - 1, ref, outputs, rate))
+        if pool is not None:
+            done = futures.as_completed(pending)
+            for job in tqdm(done, total=len(pending), desc="perceptual metrics", unit="file", disable=not progress):
+                index, scores = job.result()
+                rows[index].update(scores)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return rows
 
 
+def _metric_keys(rows: list[dict]) -> tuple[str, ...]:
+    return SPECTRAL + (PERCEPTUAL if rows and "model_visqol" in rows[0] else ())
+
+
 def summary(rows: list[dict]) -> dict:
-    """Mean of every metric over files, total durations (s) and RTF (model s / audio s)."""
+    """Means over files of every metric (non-finite cells left out and counted in ``<column>_missing``;
+    a row left out of a method's SNR is left out of its LSD too, and vice versa),
+    total durations (s) and RTF (model seconds / audio seconds)."""
     out = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows),
            "model_seconds": sum(r["model_seconds"] for r in rows)}
-    for m in METHODS:
-        for k in ("snr", "lsd"):
-            values = [r[f"{m}_{k}"] for r in rows if math.isfinite(r[f"{m}_{k}"])]
-            out[f"{m}_{k}"] = sum(values) / len(values) if values else float("nan")
+    keys = [f"{m}_{k}" for m in METHODS for k in _metric_keys(rows)]
+    if rows and "reference_p808" in rows[0]:
+        keys.append("reference_p808")
+    for key in keys:
+        m, _, k = key.partition("_")  # a method's SNR and LSD are averaged over the same rows
+        same_rows = [f"{m}_snr", f"{m}_lsd"] if k in ("snr", "lsd") else [key]
+        values = [r[key] for r in rows if all(math.isfinite(r.get(c, 0.0)) for c in same_rows)]
+        out[key] = sum(values) / len(values) if values else float("nan")
+        out[f"{key}_missing"] = len(rows) - len(values)
     out["rtf"] = out["model_seconds"] / out["duration_s"] if out["duration_s"] else float("nan")
     return out
+
+
+def _fmt(key: str, value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    return format(value, METRIC_FORMATS.get(key, ".3f"))
+
+
+def mean_table(rows: list[dict]) -> str:
+    """Markdown table: one row per method (and P.808 of the reference), one column per metric."""
+    s = summary(rows)
+    keys = _metric_keys(rows)
+    lines = ["| method | " + " | ".join(METRIC_LABELS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for m in METHODS:
+        cells = []
+        for k in keys:
+            cell = _fmt(k, s[f"{m}_{k}"])
+            missing = s[f"{m}_{k}_missing"]
+            cells.append(f"{cell} ({s['files'] - missing}/{s['files']})" if missing and cell else cell)
+        name = f"**{m}**" if m == "model" else m
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "reference_p808" in s:
+        lines.append("| reference (real 16 kHz) | " + " | ".join(
+            _fmt(k, s["reference_p808"]) if k == "p808" else "" for k in keys) + " |")
+    return "\n".join(lines)
 
 
 def _display_name(path: str, base: Path | None) -> str:
@@ -57,23 +154,29 @@ def _display_name(path: str, base: Path | None) -> str:
     return Path(path).name
 
 
-def markdown_table(rows: list[dict], base: Path | None = None) -> tuple[str, str]:
-    """(whole Markdown table, its mean row) — SNR in dB, LSD, durations in seconds."""
-    head = ("| file | duration (s) | model SNR | model LSD | sinc SNR | sinc LSD | spline SNR | "
-            "spline LSD | model time (s) |")
-    lines = [head, "|" + "---|" * 9]
+def per_file_table(rows: list[dict], base: Path | None = None) -> str:
+    """Markdown table of every file: the model's metrics beside sinc's SNR, LSD and ViSQOL."""
+    keys = _metric_keys(rows)
+    head = ["file", "duration (s)"] + [f"model {METRIC_LABELS[k]}" for k in keys]
+    head += ["sinc SNR (dB)", "sinc LSD"] + (["sinc ViSQOL"] if "visqol" in keys else []) + ["model time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in rows:
+        cells = [_display_name(r["file"], base), f"{r['duration_s']:.2f}"]
+        cells += [_fmt(k, r[f"model_{k}"]) for k in keys]
+        cells += [_fmt("snr", r["sinc_snr"]), _fmt("lsd", r["sinc_lsd"])]
+        cells += [_fmt("visqol", r["sinc_visqol"])] if "visqol" in keys else []
+        cells.append(f"{r['model_seconds']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
-    def fmt(name, r):
-        return (f"| {name} | {r['duration_s']:.2f} | " + " | ".join(
-            f"{r[f'{m}_snr']:.2f} | {r[f'{m}_lsd']:.3f}" for m in METHODS) + f" | {r['model_seconds']:.3f} |")
 
-    lines += [fmt(_display_name(r["file"], base), r) for r in rows]
-    s = summary(rows)
-    n = max(1, s["files"])
-    mean = fmt(f"**mean ({s['files']} files)**",
-               {**s, "duration_s": s["duration_s"] / n, "model_seconds": s["model_seconds"] / n})
-    lines.append(mean)
-    return "\n".join(lines), mean
+DEFINITIONS = ("SNR in dB (higher is better); LSD, LSD-LF (below the input's Nyquist frequency) and LSD-HF "
+               "(above it) in log10-power units (lower is better); HF energy: the output's energy above the "
+               "input's Nyquist frequency relative to the reference's, dB (0 is right); pause noise: the same "
+               "in the reference's pauses (frames 40 dB below its loudest), dB (0 is right, positive = hiss); "
+               "ViSQOL v3 speech mode, lattice mapper (MOS-LQO 1-5); STOI (0-1); DNSMOS P.808 (MOS 1-5, "
+               "non-intrusive). Definitions: README 'Metrics', src/speechsr/metrics.py. Empty cells: the "
+               "metric could not score that file (counted as n/N in the mean table).")
 
 
 def write_tables(rows: list[dict], out_dir: str | os.PathLike, title: str = "Evaluation",
@@ -81,19 +184,102 @@ def write_tables(rows: list[dict], out_dir: str | os.PathLike, title: str = "Eva
     """Write ``results.csv`` and ``results.md`` into ``out_dir``; returns :func:`summary` + paths."""
     out_dir = Path(out_dir)
     s = summary(rows)
+    cols = columns(perceptual="model_visqol" in (rows[0] if rows else {}))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+        w.writerow({k: ((f"{r[k]:.6g}" if math.isfinite(r[k]) else "") if isinstance(r[k], float) else r[k])
+                    for k in cols})
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     with atomic_path(csv_path) as tmp:
         tmp.write_text(buf.getvalue())
-    table, mean = markdown_table(rows, base)
-    md = (f"# {title}\n\n{table}\n\n"
-          f"RTF (model seconds / audio seconds, {s['duration_s']:.1f} s of audio): {s['rtf']:.4f}\n\n"
-          "SNR in dB (higher is better); LSD in log10-power units (lower is better); "
-          "see src/speechsr/metrics.py.\n")
+    table = mean_table(rows)
+    md = (f"# {title}\n\n## Means over {s['files']} file(s), {s['duration_s']:.1f} s of audio\n\n{table}\n\n"
+          f"RTF (model seconds / audio seconds): {s['rtf']:.4f}\n\n{DEFINITIONS}\n\n"
+          f"## Per file\n\n{per_file_table(rows, base)}\n")
     with atomic_path(md_path) as tmp:
         tmp.write_text(md)
-    return {**s, "mean_row": mean, "csv": str(csv_path), "md": str(md_path)}
+    return {**s, "mean_table": table, "csv": str(csv_path), "md": str(md_path)}
+
+
+def pick_listening_files(rows: list[dict], first: int = 3, worst: int = 3) -> list[int]:
+    """Row indices for the listening page: the first ``first`` files, then the ``worst`` files by
+    ViSQOL gain over sinc (by SNR gain when ViSQOL is absent), no file twice."""
+    picked = list(range(min(first, len(rows))))
+    key = "visqol" if rows and "model_visqol" in rows[0] else "snr"
+    gains = [(r[f"model_{key}"] - r[f"sinc_{key}"], i) for i, r in enumerate(rows)
+             if math.isfinite(r[f"model_{key}"] - r[f"sinc_{key}"])]
+    for _, i in sorted(gains):
+        if len(picked) >= len(range(min(first, len(rows)))) + worst:
+            break
+        if i not in picked:
+            picked.append(i)
+    return picked
+
+
+LISTEN_SIGNALS = ("reference", "low_res", "sinc", "spline", "model")
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+              "text-align:right}th:first-child,td:first-child{text-align:left}"
+              ".players{display:grid;grid-template-columns:repeat(5,1fr);gap:6px}"
+              ".players div{font-size:90%}audio{width:100%}img{width:100%;border:1px solid #ddd}"
+              "h2{margin-top:2em;border-bottom:1px solid #ddd}")
+
+
+def write_listening_page(rows: list[dict], picks: list[int], upsampler: Upsampler,
+                         out_dir: str | os.PathLike, title: str = "Evaluation",
+                         base: Path | None = None, channel: str = "sox") -> Path:
+    """Write ``results.html`` and ``listening/`` (16-bit WAVs and spectrogram PNGs) into ``out_dir``.
+
+    The page shows the mean table, then for each picked row audio players for reference, low-res
+    input, sinc, spline and model, and their spectrograms. Links are relative: the folder opens
+    from the file system, nothing comes from the network. The picked files are upsampled again
+    (deterministic) rather than kept in memory during the evaluation.
+    """
+    from speechsr.plots import comparison_figure
+    out_dir = Path(out_dir)
+    listen = out_dir / "listening"
+    listen.mkdir(parents=True, exist_ok=True)
+    s = summary(rows)
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>{s['files']} file(s), {s['duration_s']:.1f} s of audio. {html.escape(DEFINITIONS)}</p>",
+             _html_table(mean_table(rows))]
+    for n, i in enumerate(picks):
+        r = rows[i]
+        res = reference_mode(r["file"], upsampler, channel)
+        stem = f"{n:02d}_{Path(r['file']).stem}"
+        for name in LISTEN_SIGNALS:
+            audio.write_audio(listen / f"{stem}_{name}.wav", np.clip(res["signals"][name], -1, 1),
+                              res["rates"][name], "PCM_16")
+        figure = listen / f"{stem}_spectrograms.png"
+        comparison_figure(figure, {name: (res["signals"][name], res["rates"][name]) for name in LISTEN_SIGNALS},
+                          title=_display_name(r["file"], base))
+        gain = r.get("model_visqol", float("nan")) - r.get("sinc_visqol", float("nan"))
+        why = "one of the first files" if i == n else "among the worst by gain over sinc"
+        parts.append(f"<h2>{html.escape(_display_name(r['file'], base))}</h2><p>{why}; "
+                     f"model SNR {_fmt('snr', r['model_snr'])} dB (sinc {_fmt('snr', r['sinc_snr'])}), "
+                     f"ViSQOL {_fmt('visqol', r.get('model_visqol', float('nan')))} "
+                     f"(sinc {_fmt('visqol', r.get('sinc_visqol', float('nan')))}, gain {_fmt('visqol', gain)}), "
+                     f"HF energy {_fmt('hf_energy', r['model_hf_energy'])} dB</p><div class='players'>")
+        for name in LISTEN_SIGNALS:
+            label = f"{name} ({res['rates'][name] / 1000:g} kHz)"
+            parts.append(f"<div>{label}<br><audio controls preload='none' "
+                         f"src='listening/{stem}_{name}.wav'></audio></div>")
+        parts.append(f"</div><img src='listening/{figure.name}' alt='spectrograms of {html.escape(stem)}'>")
+    parts.append("</body></html>\n")
+    page = out_dir / "results.html"
+    with atomic_path(page) as tmp:
+        tmp.write_text("".join(parts), encoding="utf-8")
+    return page
+
+
+def _html_table(markdown: str) -> str:
+    """A Markdown table (as :func:`mean_table` writes it) as HTML."""
+    lines = [ln.strip().strip("|").split("|") for ln in markdown.splitlines() if not ln.startswith("|---")]
+    head, body = lines[0], lines[1:]
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
+    for cells in body:
+        out.append("<tr>" + "".join(f"<td>{html.escape(c.strip().strip('*'))}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"

@@ -22,18 +22,20 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from speechsr import audio, bandlimit, baselines, metrics, settings
+from speechsr import audio, bandlimit, settings
+from speechsr.runtime import AUTO_ORDER, RUNTIMES, WindowRunner, quiet_stderr
 from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
 # TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
-# checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up.
+# checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up,
+# and never when the lean runtime (speechsr.runtime) serves; so are scipy and librosa
+# (metrics, baselines), which only reference mode needs.
 
 log = logging.getLogger("speechsr")
 
@@ -41,8 +43,29 @@ log = logging.getLogger("speechsr")
 PCM_SUBTYPES = ("PCM_16", "PCM_24")
 
 
+#: How reference mode makes its low-res input: sox (as preprocessing) or a telephone line.
+CHANNELS = ("sox", "telephone")
+TELEPHONE_RATE = 8000
+
+
 class InputBandError(ValueError):
     """The input already has high-band content: it is not low-res audio for this model."""
+
+
+#: Bounds on one model call: longer windows gain nothing (files stream through windows of any
+#: length) and a window of 1e9 s would ask for terabytes.
+MAX_WINDOW_SECONDS = 600.0
+MAX_BATCH_SECONDS = 3600.0
+
+
+def check_window(window_seconds: float, batch_size: int) -> None:
+    """ValueError (one line) when a window or a batch of windows is too long to hold in memory."""
+    if not window_seconds <= MAX_WINDOW_SECONDS:
+        raise ValueError(f"window_seconds {window_seconds:g} is too long (at most {MAX_WINDOW_SECONDS:g} s; "
+                         "files of any length stream through windows, a few seconds is enough)")
+    if not window_seconds * batch_size <= MAX_BATCH_SECONDS:
+        raise ValueError(f"window_seconds {window_seconds:g} x batch_size {batch_size} is too much audio for "
+                         f"one model call (at most {MAX_BATCH_SECONDS:g} s)")
 
 
 def receptive_context(s: ModelSettings) -> int:
@@ -53,7 +76,7 @@ def receptive_context(s: ModelSettings) -> int:
     fixed sinc interpolator adds ``interpolation_taps``. Padding asymmetry is covered by one
     extra ``required_multiple``.
     """
-    from speechsr.model import level_kernel, required_multiple
+    from speechsr.geometry import level_kernel, required_multiple
     field, jump = 1, 1
     for level in range(s.num_blocks + 1):  # downsampling blocks + bottleneck, stride 2
         field += (level_kernel(s, level) - 1) * jump
@@ -82,8 +105,30 @@ def set_subpixel_implementation(model, implementation: str) -> None:
             layer._shuffle.implementation = implementation
 
 
+class TFRunner(WindowRunner):
+    """A Keras model as a :class:`speechsr.runtime.WindowRunner`: one traced ``tf.function``.
+
+    Fixed window length ``window``, any batch: traced once; a short last batch (e.g. a
+    single short clip) is not padded with all-zero windows.
+    """
+
+    name = "tf"
+
+    def __init__(self, model, window: int):
+        import tensorflow as tf
+        self.model = model
+        self.fn = tf.function(lambda x: model(x, training=False), jit_compile=False,
+                              input_signature=[tf.TensorSpec([None, window, 1], tf.float32)])
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn(windows))
+
+
 class Upsampler:
     """Windowed batched inference of a model ``[batch, T, 1] -> [batch, T * factor, 1]``.
+
+    ``model``: a Keras model (run by TensorFlow, :class:`TFRunner`) or any
+    :class:`speechsr.runtime.WindowRunner` (e.g. the LiteRT export); ``runtime`` names it.
 
     ``window_seconds``/``overlap_seconds`` are rounded to multiples of ``required_multiple``
     low-res samples (overlap at least one multiple, at most half the window). Streaming holds
@@ -94,9 +139,9 @@ class Upsampler:
 
     def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
                  overlap_seconds: float, batch_size: int, input_lowpass: str = "auto"):
-        import tensorflow as tf
-        from speechsr.model import required_multiple
+        from speechsr.geometry import required_multiple
         s = model_settings
+        check_window(window_seconds, batch_size)
         self.model, self.settings = model, s
         self.input_rate, self.output_rate = s.input_rate, s.output_rate
         self.factor = s.output_rate // s.input_rate
@@ -120,10 +165,9 @@ class Upsampler:
         rise = np.concatenate([np.zeros(self.margin * f), ramp, np.ones(self.margin * f)])
         self._rise = rise.astype(np.float32)          # weight of the later window, [overlap * f]
         self._fall = (1.0 - rise).astype(np.float32)  # weight of the earlier one; sum == 1
-        # Fixed window length, any batch up to batch_size: traced once; a short last batch
-        # (e.g. a single short clip) is not padded with all-zero windows.
-        self._fn = tf.function(lambda x: model(x, training=False), jit_compile=False,
-                               input_signature=[tf.TensorSpec([None, self.window, 1], tf.float32)])
+        self._runner = model if isinstance(model, WindowRunner) else TFRunner(model, self.window)
+        self._fn = getattr(self._runner, "fn", None)  # the traced tf.function (TensorFlow runtime)
+        self.runtime = self._runner.name
         self.model_calls = 0
 
     def describe(self) -> str:
@@ -131,7 +175,7 @@ class Upsampler:
         r = self.input_rate
         return (f"window {self.window} samples ({self.window / r:.3f} s), hop {self.hop}, "
                 f"overlap {self.overlap} (cross-fade {self.overlap - 2 * self.margin}, "
-                f"margins {self.margin}) at {r} Hz, batch {self.batch_size}")
+                f"margins {self.margin}) at {r} Hz, batch {self.batch_size}, runtime {self.runtime}")
 
     def warmup(self) -> float:
         """Trace and run the model once on zeros; returns the seconds it took."""
@@ -142,7 +186,7 @@ class Upsampler:
     def _run(self, windows: np.ndarray) -> np.ndarray:
         """Model on ``[n <= batch_size, window]`` low-res windows -> ``[n, window * factor]``."""
         self.model_calls += 1
-        return np.asarray(self._fn(windows[:, :, None].astype(np.float32, copy=False)))[:, :, 0]
+        return np.asarray(self._runner(windows[:, :, None].astype(np.float32, copy=False)))[:, :, 0]
 
     def num_windows(self, n: int) -> int:
         """Windows needed for ``n`` low-res samples: the last one is the first reaching the end."""
@@ -224,20 +268,9 @@ def import_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules:
         return
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-            import keras  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            capture.seek(0)
-            sys.stderr.write(capture.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    with quiet_stderr():
+        import tensorflow  # noqa: F401
+        import keras  # noqa: F401
 
 
 def resolve_model_path(path: str | os.PathLike, from_settings: bool = False) -> Path:
@@ -247,11 +280,33 @@ def resolve_model_path(path: str | os.PathLike, from_settings: bool = False) -> 
 
 
 def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
-                   subpixel: str | None = None) -> Upsampler:
-    """Load a saved model (``model_io.load_model``) and wrap it with the upsampling settings.
+                   subpixel: str | None = None, runtime: str = "auto") -> Upsampler:
+    """Load a saved model and wrap it with the upsampling settings.
 
-    Raises ``model_io.ModelNotFoundError`` (message says how to train one) or ValueError.
+    ``runtime``: ``"lite"`` runs the LiteRT export beside the model (``NAME.tflite``, checked
+    to come from this exact ``NAME.keras``; :mod:`speechsr.runtime`) without importing
+    TensorFlow, ``"lite-int8"`` its int8-weight export (``NAME.int8.tflite``); ``"tf"`` loads
+    the ``.keras`` model in TensorFlow (``model_io.load_model``); ``"auto"`` uses the first
+    matching export of ``runtime.AUTO_ORDER`` unless ``subpixel`` is given, else TensorFlow
+    (a stale export is reported as a warning). Raises ``model_io.ModelNotFoundError`` (message
+    says how to train one), ``runtime.ExportUnavailable`` (a lite runtime without a matching
+    export) or ValueError.
     """
+    from speechsr import runtime as lean
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    candidates = AUTO_ORDER if runtime == "auto" and not subpixel else () if runtime in ("auto", "tf") else (runtime,)
+    for variant in candidates:
+        try:
+            runner, model_settings = lean.load_lite(model_path, variant)
+        except lean.ExportUnavailable as e:
+            if runtime != "auto":
+                raise
+            stale = lean.exported_path(model_path, variant).exists()
+            log.log(logging.WARNING if stale else logging.INFO, "%s; using TensorFlow", e)
+        else:
+            return Upsampler(runner, model_settings, up.window_seconds, up.overlap_seconds,
+                             up.batch_size, up.input_lowpass)
     import_tensorflow_quietly()
     from speechsr import model_io
     model, model_settings, _ = model_io.load_model(model_path)
@@ -296,7 +351,6 @@ def check_input_band(path: str | os.PathLike, s: ModelSettings, seconds: float =
     ``speechsr``) when the rate is above ``input_rate`` and the energy above ``input_rate / 2``
     Hz is more than -40 dB (that band is low-passed away). Returns the measurements (dB).
     """
-    from scipy.signal import welch
     info = audio.audio_info(path)
     rate = info.samplerate
     result = {"rate": rate}
@@ -305,7 +359,8 @@ def check_input_band(path: str | os.PathLike, s: ModelSettings, seconds: float =
     x, _ = audio.read_audio(path, stop=min(seconds, info.frames / rate))
     if x.size < 16:
         return result
-    freqs, psd = welch(x.astype(np.float64), fs=rate, nperseg=min(4096, x.size))
+    freqs, psd = bandlimit.welch_psd(x.astype(np.float64), nperseg=min(4096, x.size))  # scipy's welch
+    freqs = freqs * rate / 2  # Nyquist units -> Hz (psd's scale cancels in the ratios below)
     total = psd.sum()
     if total <= 0:
         return result
@@ -355,13 +410,7 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     if check_band:
         check_input_band(in_path, upsampler.settings)
     subtype = output_subtype(in_path, out_path, subtype)
-    counts = {"in": 0, "out": 0, "clipped": 0}
-
-    def counted(blocks):
-        for b in blocks:
-            counts["in"] += b.size
-            yield b
-
+    counts = new_stream_counts()
     t0 = time.perf_counter()
     blocks = audio.iter_audio_blocks(in_path, block_seconds, rate=upsampler.input_rate)
     first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass
@@ -370,17 +419,38 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     if lowpass:
         blocks = bandlimit.lowpass_stream(blocks)
     with audio.open_atomic_writer(out_path, upsampler.output_rate, subtype) as writer:
-        for y in upsampler.stream(counted(blocks)):
-            if subtype != "FLOAT":
-                counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
-                y = np.clip(y, -1.0, 1.0)
-            writer.write(y)
-            counts["out"] += y.size
+        stream_to_writer(upsampler, blocks, writer, subtype, counts, t0)
     if counts["clipped"]:
         log.warning("%s: %d samples clipped to [-1, 1] (%s output)", out_path, counts["clipped"], subtype)
     return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
             "seconds": counts["in"] / upsampler.input_rate, "clipped": counts["clipped"],
             "model_seconds": time.perf_counter() - t0, "input_lowpass": lowpass}
+
+
+def new_stream_counts() -> dict:
+    """Tallies :func:`stream_to_writer` keeps: samples in/out, clipped, first output time (s)."""
+    return {"in": 0, "out": 0, "clipped": 0, "first": None}
+
+
+def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts: dict, t0: float) -> None:
+    """Upsample low-res ``blocks`` (``[time]`` at ``input_rate``) into ``writer`` (``.write([time])``).
+
+    PCM subtypes are clipped to [-1, 1]. ``counts`` (:func:`new_stream_counts`) is updated as it
+    goes; ``counts["first"]`` is the time (s since ``t0``) of the first output block.
+    """
+    def counted(source):
+        for b in source:
+            counts["in"] += b.size
+            yield b
+
+    for y in upsampler.stream(counted(blocks)):
+        if subtype != "FLOAT":
+            counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
+            y = np.clip(y, -1.0, 1.0)
+        writer.write(y)
+        counts["out"] += y.size
+        if counts["first"] is None:
+            counts["first"] = time.perf_counter() - t0
 
 
 def _decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
@@ -395,18 +465,27 @@ def _decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
 
 # ------------------------------------------------------------------ reference mode
 
-def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
+def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel: str = "sox") -> dict:
     """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
 
     The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
     of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it, band-limited
     further as the upsampler's ``input_lowpass`` decides (sox output stays below the 'auto'
     threshold in practice). ``signals["low_res"]`` is the sox output. Returns
-    ``{"metrics": {method: {"snr", "lsd"}}, "signals": {"reference", "low_res", "model",
+    ``{"metrics": {method: metrics.spectral(...)}, "signals": {"reference", "low_res", "model",
     "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
+
+    ``channel`` 'telephone': the low-res input is the reference through
+    :class:`speechsr.channel.TelephoneChannel` (8 kHz, G.711, seeded by the file name) instead;
+    the baselines interpolate that 8 kHz signal, the model gets it resampled to its input rate.
     """
+    from speechsr import baselines, metrics
     s = upsampler.settings
     f = upsampler.factor
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    low_rate = s.input_rate if channel == "sox" else TELEPHONE_RATE
+    f = math.lcm(f, s.output_rate // low_rate)
     x, rate = audio.read_audio(hires_path)
     if rate < s.output_rate:
         log.warning("%s: sampled at %d Hz, below the %d Hz output rate; the reference lacks the high band",
@@ -415,26 +494,51 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler) -> dict:
     ref = ref[:len(ref) - len(ref) % f]
     if ref.size == 0:
         raise audio.AudioError(f"{hires_path}: too short for reference mode")
-    low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    if channel == "sox":
+        low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    else:
+        from speechsr import channel as phone
+        seed = phone.clip_seed(0, Path(hires_path).name)
+        low = phone.TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
     model_input = low
-    if _decide_lowpass(upsampler, hires_path, low):
-        model_input = np.concatenate(list(bandlimit.lowpass_stream([low])))
+    if low_rate != s.input_rate:
+        n = ref.size * s.input_rate // s.output_rate
+        model_input = audio.resample(low, low_rate, s.input_rate)
+        model_input = np.pad(model_input, (0, max(0, n - model_input.size)))[:n]
+    if _decide_lowpass(upsampler, hires_path, model_input):
+        model_input = np.concatenate(list(bandlimit.lowpass_stream([model_input])))
     t0 = time.perf_counter()
     y = upsampler.upsample(model_input)
     model_seconds = time.perf_counter() - t0
-    signals = {"reference": ref, "low_res": low, "model": y,
-               "sinc": baselines.sinc(low, s.input_rate, s.output_rate),
-               "spline": baselines.spline(low, s.input_rate, s.output_rate)}
-    scores = {m: metrics.snr_lsd(ref, signals[m]) for m in ("model", "sinc", "spline")}
-    rates = {name: (s.input_rate if name == "low_res" else s.output_rate) for name in signals}
+    import warnings
+    if ref.size < 2048:
+        log.warning("%s: %.3f s is shorter than one 2048-sample LSD frame; LSD is approximate",
+                    hires_path, ref.size / s.output_rate)
+    with warnings.catch_warnings():  # numpy/scipy/librosa warnings on silent or very short files
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        signals = {"reference": ref, "low_res": low, "model": y,
+                   "sinc": baselines.sinc(low, low_rate, s.output_rate),
+                   "spline": baselines.spline(low, low_rate, s.output_rate)}
+        scores = {m: metrics.spectral(ref, signals[m], s.output_rate, low_rate / 2)
+                  for m in ("model", "sinc", "spline")}
+    rates = {name: (low_rate if name == "low_res" else s.output_rate) for name in signals}
     return {"metrics": scores, "signals": signals, "rates": rates,
             "duration_s": ref.size / s.output_rate, "model_seconds": model_seconds}
 
 
+TABLE_COLUMNS = (("snr", "SNR (dB)", ".2f"), ("lsd", "LSD", ".3f"), ("lsd_hf", "LSD-HF", ".3f"),
+                 ("hf_energy", "HF energy (dB)", ".1f"), ("visqol", "ViSQOL", ".3f"), ("stoi", "STOI", ".3f"),
+                 ("p808", "P.808", ".3f"))
+
+
 def format_metrics_table(scores: dict) -> str:
-    """A small text table of ``{method: {"snr", "lsd"}}`` (SNR in dB)."""
-    lines = [f"{'method':<8} {'SNR (dB)':>9} {'LSD':>7}"]
-    lines += [f"{m:<8} {v['snr']:>9.2f} {v['lsd']:>7.3f}" for m, v in scores.items()]
+    """A small text table of ``{method: {metric: value}}`` (the columns present; README "Metrics")."""
+    present = [c for c in TABLE_COLUMNS if any(c[0] in v for v in scores.values())]
+    lines = [f"{'method':<10}" + "".join(f" {label:>14}" for _, label, _ in present)]
+    for m, v in scores.items():
+        cells = [format(v[k], f) if k in v and np.isfinite(v[k]) else "" for k, _, f in present]
+        lines.append(f"{m:<10}" + "".join(f" {c:>14}" for c in cells))
     return "\n".join(lines)
 
 
@@ -444,7 +548,16 @@ def add_upsampler_arguments(parser) -> None:
     settings.add_settings_arguments(parser)
     parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
     parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
-    parser.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="subpixel shuffle implementation")
+    parser.add_argument("--subpixel", choices=("auto", "op", "reshape"),
+                        help="subpixel shuffle implementation (TensorFlow runtime)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
+                             "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
+                             "TensorFlow; auto (default): lite when its export matches the model, else tf")
+    parser.add_argument("--channel", choices=CHANNELS, default="sox",
+                        help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
+                             "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
+                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
     parser.add_argument("--input-lowpass", choices=bandlimit.MODES,
                         help="override upsampling 'input_lowpass': band-limit the input like the training "
                              "inputs when it has content at the band edge (auto), always (on) or never (off)")
@@ -454,4 +567,6 @@ def upsampling_settings_from_args(args) -> UpsamplingSettings:
     """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
     flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size,
              "input_lowpass": args.input_lowpass}
-    return settings.load_for_script(args, ["upsampling"], flags)["upsampling"]
+    up = settings.load_for_script(args, ["upsampling"], flags)["upsampling"]
+    check_window(up.window_seconds, up.batch_size)  # before TensorFlow starts
+    return up

@@ -3,6 +3,9 @@
 - :func:`mse`: mean squared error on the waveform (the reference suite's loss).
 - :func:`mrstft`: multi-resolution STFT loss (spectral convergence + L1 of log10 power), an
   optional addition that rewards the right high-band level, which MSE alone under-estimates.
+- :func:`mel_l1`: L1 distance of log mel spectrograms (HiFi-GAN's reconstruction loss): the
+  spectro-temporal envelope, phase-blind, which is what perceptual metrics reward.
+- :func:`reconstruction`: their weighted sum as training settings choose.
 """
 
 from __future__ import annotations
@@ -32,9 +35,33 @@ def mrstft(y: tf.Tensor, y_hat: tf.Tensor) -> tf.Tensor:
     return total / len(STFT_RESOLUTIONS)
 
 
-def combined(y: tf.Tensor, y_hat: tf.Tensor, mrstft_weight: float) -> tf.Tensor:
-    """MSE plus ``mrstft_weight`` x MR-STFT (the STFT term is skipped when the weight is 0)."""
-    loss = mse(y, y_hat)
-    if mrstft_weight > 0:
-        loss = loss + mrstft_weight * mrstft(y, y_hat)
+MEL_FFT, MEL_HOP, MEL_BANDS, MEL_RATE = 1024, 256, 80, 16000
+MEL_EPS = 1e-5
+
+
+def mel_l1(y: tf.Tensor, y_hat: tf.Tensor) -> tf.Tensor:
+    """Per-example mean |log mel(y) - log mel(y_hat)| of ``[batch, time, 1]`` -> ``[batch]``.
+
+    Mel magnitudes of a 1024-sample Hann STFT (hop 256 output samples), 80 bands 0-8 kHz at
+    16 kHz output rate, natural log clipped at 1e-5.
+    """
+    matrix = tf.signal.linear_to_mel_weight_matrix(MEL_BANDS, MEL_FFT // 2 + 1, MEL_RATE, 0.0, MEL_RATE / 2)
+
+    def log_mel(x):
+        spec = tf.abs(tf.signal.stft(x[..., 0], MEL_FFT, MEL_HOP, MEL_FFT, window_fn=tf.signal.hann_window))
+        return tf.math.log(tf.maximum(tf.matmul(spec, matrix), MEL_EPS))
+
+    return tf.reduce_mean(tf.abs(log_mel(y) - log_mel(y_hat)), axis=[1, 2])
+
+
+def reconstruction(y: tf.Tensor, y_hat: tf.Tensor, ts) -> tf.Tensor:
+    """``mse_weight`` x MSE + ``mrstft_weight`` x MR-STFT + ``mel_weight`` x mel L1, per example.
+
+    ``ts`` is the run's :class:`speechsr.settings.TrainingSettings`; terms of weight 0 are skipped.
+    """
+    loss = ts.mse_weight * mse(y, y_hat)
+    if ts.mrstft_weight > 0:
+        loss = loss + ts.mrstft_weight * mrstft(y, y_hat)
+    if ts.mel_weight > 0:
+        loss = loss + ts.mel_weight * mel_l1(y, y_hat)
     return loss

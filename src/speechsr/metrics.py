@@ -2,13 +2,22 @@
 
 - SNR (dB) = 20 log10(||y|| / ||y - y_hat||) over the whole signal.
 - LSD = mean over STFT frames of sqrt(mean over frequency bins of (log10 P - log10 P_hat)^2),
-  with P = |STFT|^2 + 1e-10, n_fft 2048, hop 512, Hann window (librosa, centred frames).
+  with P = |STFT|^2 + 1e-10, n_fft 2048, hop 512, Hann window (librosa, centred frames);
+  LSD-LF / LSD-HF: the same over the bins below / at or above the input's Nyquist frequency.
+- High-band energy (dB): 10 log10 of the output's STFT energy at or above the input's Nyquist
+  frequency over the reference's, whole file (0 dB is right; sinc gives about -80 dB).
+- Pause noise (dB): the same ratio over the frames where the reference's total energy is at
+  least 40 dB below its loudest frame (hiss added in silences; 0 dB is right).
+- ViSQOL v3 speech mode (MOS-LQO 1-5) at 16 kHz with the lattice mapper (C++ default),
+  STOI (0-1) and DNSMOS P.808 MOS (non-intrusive, 1-5): see :func:`perceptual`.
 
-``y`` is the reference and ``y_hat`` the estimate, both ``[time]`` at the same rate; the
+``y`` is the reference and ``y_hat`` the estimate, both ``[time]`` at the same rate (Hz); the
 longer one is cut to the shorter one's length.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import librosa
@@ -48,3 +57,126 @@ def lsd(y: np.ndarray, y_hat: np.ndarray) -> float:
 def snr_lsd(y: np.ndarray, y_hat: np.ndarray) -> dict:
     """Both metrics as ``{"snr": dB, "lsd": value}``."""
     return {"snr": snr(y, y_hat), "lsd": lsd(y, y_hat)}
+
+
+PAUSE_THRESHOLD_DB = 40.0
+
+
+def _power_spectrogram(x: np.ndarray) -> np.ndarray:
+    spec = librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann")
+    return np.abs(spec) ** 2
+
+
+def _high_bins(rate: int, cutoff_hz: float) -> np.ndarray:
+    """Boolean mask ``[freq_bins]`` of the STFT bins at or above ``cutoff_hz``."""
+    return librosa.fft_frequencies(sr=rate, n_fft=N_FFT) >= cutoff_hz
+
+
+def lsd_bands(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float) -> dict:
+    """``{"lsd", "lsd_lf", "lsd_hf"}``: LSD over all bins, below and at/above ``cutoff_hz`` (Hz)."""
+    y, y_hat = _align(y, y_hat)
+    diff2 = (np.log10(_power_spectrogram(y) + EPS) - np.log10(_power_spectrogram(y_hat) + EPS)) ** 2
+    high = _high_bins(rate, cutoff_hz)
+    band = lambda mask: float(np.mean(np.sqrt(np.mean(diff2[mask], axis=0))))  # noqa: E731
+    return {"lsd": band(np.ones_like(high)), "lsd_lf": band(~high), "lsd_hf": band(high)}
+
+
+def _ratio_db(num: float, den: float) -> float:
+    if den <= 0:
+        return float("nan")
+    return float(10 * np.log10(max(num, 1e-30) / den))
+
+
+def high_band_energy_db(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float) -> float:
+    """Output's energy at or above ``cutoff_hz`` relative to the reference's, dB (0 = right)."""
+    y, y_hat = _align(y, y_hat)
+    high = _high_bins(rate, cutoff_hz)
+    return _ratio_db(_power_spectrogram(y_hat)[high].sum(), _power_spectrogram(y)[high].sum())
+
+
+def pause_noise_db(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float,
+                   threshold_db: float = PAUSE_THRESHOLD_DB) -> float:
+    """High-band energy of the output minus the reference's, dB, in the reference's pauses.
+
+    Pauses: STFT frames whose total reference energy is at least ``threshold_db`` below the
+    loudest frame's. NaN when the reference has no such frame.
+    """
+    y, y_hat = _align(y, y_hat)
+    p, p_hat = _power_spectrogram(y), _power_spectrogram(y_hat)
+    frame_db = 10 * np.log10(p.sum(axis=0) + EPS)
+    pauses = frame_db <= frame_db.max() - threshold_db
+    if not pauses.any():
+        return float("nan")
+    high = _high_bins(rate, cutoff_hz)
+    return _ratio_db(p_hat[high][:, pauses].sum() + EPS, p[high][:, pauses].sum() + EPS)
+
+
+def spectral(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float) -> dict:
+    """The fast metrics: SNR, LSD (+LF/HF), high-band energy and pause noise (dB)."""
+    return {"snr": snr(y, y_hat), **lsd_bands(y, y_hat, rate, cutoff_hz),
+            "hf_energy": high_band_energy_db(y, y_hat, rate, cutoff_hz),
+            "pause_noise": pause_noise_db(y, y_hat, rate, cutoff_hz)}
+
+
+# -- perceptual metrics (slow; one scorer per process, created on first use) -----------------
+PERCEPTUAL_RATE = 16000
+DNSMOS_PEAK = 0.7
+DNSMOS_SECONDS = 9.01
+_scorers: dict = {}
+
+
+def _visqol():
+    if "visqol" not in _scorers:
+        from visqol import VisqolApi
+        api = VisqolApi()
+        api.create(mode="speech", use_lattice_model=True)  # explicit: the C++ tool's default mapper
+        _scorers["visqol"] = api
+    return _scorers["visqol"]
+
+
+def visqol(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
+    """ViSQOL v3 speech-mode MOS-LQO (1-5) of ``y_hat`` against ``y``, both ``[time]`` at 16 kHz."""
+    if rate != PERCEPTUAL_RATE:
+        raise ValueError(f"ViSQOL speech mode needs {PERCEPTUAL_RATE} Hz, got {rate}")
+    y, y_hat = _align(y, y_hat)
+    return float(_visqol().measure_from_arrays(y, y_hat, rate).moslqo)
+
+
+def stoi(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
+    """Short-time objective intelligibility (0-1) of ``y_hat`` against ``y`` (``[time]``, Hz)."""
+    from pystoi import stoi as _stoi
+    y, y_hat = _align(y, y_hat)
+    return float(_stoi(y, y_hat, rate, extended=False))
+
+
+def dnsmos_p808(x: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
+    """DNSMOS P.808 MOS (1-5, non-intrusive) of ``x`` ``[time]`` at 16 kHz.
+
+    Protocol: the signal is peak-normalised to 0.7; speechmos repeats clips shorter than its
+    9.01 s segment to fill one and averages 9.01 s segments hopped by 1 s.
+    """
+    if rate != PERCEPTUAL_RATE:
+        raise ValueError(f"DNSMOS needs {PERCEPTUAL_RATE} Hz, got {rate}")
+    from speechmos import dnsmos
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.max(np.abs(x)) if len(x) else 0.0
+    if peak == 0:
+        raise ValueError("silent signal")
+    return float(dnsmos.run((DNSMOS_PEAK * x / peak).astype(np.float32), rate)["p808_mos"])
+
+
+def _guarded(fn, *args) -> float:
+    """``fn(*args)``, or NaN when the metric cannot score the signal (too short, silent)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(fn(*args))
+    except (ValueError, RuntimeError, IndexError, ZeroDivisionError, FloatingPointError):
+        return float("nan")
+    return value if np.isfinite(value) else float("nan")
+
+
+def perceptual(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> dict:
+    """``{"visqol", "stoi", "p808"}`` of ``y_hat`` against ``y``; NaN where a metric cannot score."""
+    return {"visqol": _guarded(visqol, y, y_hat, rate), "stoi": _guarded(stoi, y, y_hat, rate),
+            "p808": _guarded(dnsmos_p808, y_hat, rate)}

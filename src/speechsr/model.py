@@ -29,24 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from speechsr.geometry import level_filters, level_kernel, required_multiple  # noqa: F401  (re-exported)
 from speechsr.settings import ModelSettings
 from speechsr.subpixel import SubPixel1D
-
-
-def required_multiple(s: ModelSettings) -> int:
-    """Input lengths (low-res samples) must be a multiple of this: ``2 ** (num_blocks + 1)``."""
-    return 2 ** (s.num_blocks + 1)
-
-
-def level_filters(s: ModelSettings) -> list[int]:
-    """Filters of downsampling blocks 0..num_blocks-1, then the bottleneck (last entry)."""
-    return [min(s.filter_cap, int(round(s.first_filters * s.filter_growth ** i)))
-            for i in range(s.num_blocks + 1)]
-
-
-def level_kernel(s: ModelSettings, level: int) -> int:
-    """Kernel size (taps) at ``level``; the last configured value repeats."""
-    return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]
 
 
 def sinc_interpolation_kernel(factor: int, taps: int) -> np.ndarray:

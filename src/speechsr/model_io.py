@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -48,10 +49,18 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, "settings_mod.Mode
     side = sidecar_path(path)
     if not side.is_file():
         raise ModelNotFoundError(f"{side}: settings file of model {path.name} is missing")
-    info = json.loads(side.read_text())
-    model_settings = settings_mod.validate("model", info["model_settings"], str(side))
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{side}: settings file of model {path.name} is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "model_settings" not in info:
+        raise ValueError(f"{side}: settings file of model {path.name} has no 'model_settings' object")
+    model_settings = settings_mod.validate("model", info["model_settings"], f"{side} (model_settings)")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+        raise ValueError(f"{path}: not a valid .keras file (truncated or corrupt: no zip directory)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # corrupt zip, wrong Keras version, ...
-        raise ValueError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: cannot load model ({first})") from None
     return model, model_settings, info

@@ -3,6 +3,7 @@
 - :func:`comparison_figure`: one row per signal: spectrogram 0-8 kHz (same dB colour scale,
   same 32 ms / 8 ms analysis at every rate) and a short waveform excerpt.
 - :func:`evaluation_figure`: SNR and LSD per method (model, sinc, spline) across files.
+- :func:`training_curves`: a run's losses and validation figures per epoch (``curves.png``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def comparison_figure(path: str | os.PathLike, signals: dict, metrics: dict | No
                       max_hz: float = 8000.0) -> None:
     """Spectrogram + waveform rows for ``signals`` (name -> (``[time]`` array, rate Hz)).
 
-    ``metrics`` (name -> {"snr", "lsd"}) adds an inset to matching rows. Only the first
+    ``metrics`` (name -> {"snr", "lsd", optionally "hf_energy", "visqol", "p808"}) adds an inset
+    to matching rows. Only the first
     ``max_seconds`` are drawn; the excerpt (``excerpt_seconds``) is the loudest stretch of the
     first signal, at the same time in every row.
     """
@@ -82,7 +84,11 @@ def comparison_figure(path: str | os.PathLike, signals: dict, metrics: dict | No
         ax_s.set_ylabel(f"{name}\nHz ({rate / 1000:g} kHz)")
         if name in metrics:
             m = metrics[name]
-            ax_s.text(0.99, 0.95, f"SNR {m['snr']:.2f} dB\nLSD {m['lsd']:.3f}", transform=ax_s.transAxes,
+            text = [f"SNR {m['snr']:.2f} dB", f"LSD {m['lsd']:.3f}"]
+            text += [f"HF energy {m['hf_energy']:.1f} dB"] if np.isfinite(m.get("hf_energy", np.nan)) else []
+            text += [f"ViSQOL {m['visqol']:.2f}"] if np.isfinite(m.get("visqol", np.nan)) else []
+            text += [f"P.808 {m['p808']:.2f}"] if np.isfinite(m.get("p808", np.nan)) else []
+            ax_s.text(0.99, 0.95, "\n".join(text), transform=ax_s.transAxes,
                       ha="right", va="top", color="white", fontsize=9,
                       bbox={"facecolor": "black", "alpha": 0.5, "edgecolor": "none"})
         a = int(excerpt_t0 * rate)
@@ -117,4 +123,40 @@ def evaluation_figure(path: str | os.PathLike, table_rows: list[dict]) -> None:
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{len(table_rows)} file(s)")
+    _save(fig, path)
+
+
+CURVE_PANELS = (("losses", ("train_loss", "val_loss"), "loss"),
+                ("GAN", ("d_loss", "g_adversarial", "feature_matching"), "loss"),
+                ("SNR (dB)", ("val_snr",), "dB"),
+                ("LSD", ("val_lsd", "val_lsd_hf"), "log10 power"),
+                ("energy vs reference (dB; 0 is right)", ("val_hf_energy", "val_pause_noise"), "dB"))
+
+
+def training_curves(path: str | os.PathLike, history_rows: list[dict]) -> None:
+    """Per-epoch curves of a run (``history.csv`` rows): losses, GAN losses, validation figures.
+
+    Panels whose columns the run does not have (e.g. GAN losses) are left out.
+    """
+    def column(key):
+        values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in history_rows]
+        return values if np.isfinite(values).any() else None
+
+    panels = [(title, [(k, column(k)) for k in keys if column(k) is not None], unit)
+              for title, keys, unit in CURVE_PANELS]
+    panels = [p for p in panels if p[1]]
+    epochs = [int(r["epoch"]) for r in history_rows]
+    fig = Figure(figsize=(4 * len(panels), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (title, series, unit) in zip(axes, panels):
+        for key, values in series:
+            ax.plot(epochs, values, marker=".", label=key)
+        finite = [v for _, vs in series for v in vs if np.isfinite(v)]
+        if title == "losses" and finite and min(finite) > 0 and max(finite) / min(finite) > 10:
+            ax.set_yscale("log")  # losses that fall by decades
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     _save(fig, path)

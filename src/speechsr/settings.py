@@ -11,6 +11,7 @@ Units: durations in seconds, rates in Hz, lengths "in samples" say at which rate
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -25,18 +26,27 @@ SETTINGS_FILES = {
     "training": "training_settings.json",
     "upsampling": "upsampling_settings.json",
 }
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SETTINGS_DIR = PROJECT_ROOT / "settings"
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: True in an installed wheel: its package carries the default settings
+#: (``speechsr/default_settings/``) and the shipped models (``speechsr/models/pretrained/``),
+#: which a clone (source tree, editable install) keeps in ``settings/`` and ``models/``.
+INSTALLED = not (PACKAGE_DIR.parent.name == "src" and (PACKAGE_DIR.parents[1] / "pyproject.toml").is_file())
+PROJECT_ROOT = PACKAGE_DIR if INSTALLED else PACKAGE_DIR.parents[1]
+DEFAULT_SETTINGS_DIR = PROJECT_ROOT / ("default_settings" if INSTALLED else "settings")
 
 
 class SettingsError(ValueError):
     """A settings file or override is invalid; the message names file and key."""
 
 
+_REQUIRED = object()
+
+
 def _field(kind: str, check: Callable[[Any], bool] | None = None, doc: str = "",
-           optional: bool = False):
+           optional: bool = False, default: Any = _REQUIRED):
+    """A settings key; one with a ``default`` may be left out of the JSON file (keys added later)."""
     return dataclasses.field(metadata={"kind": kind, "check": check, "doc": doc,
-                                       "optional": optional})
+                                       "optional": optional, "default": default})
 
 
 _positive = lambda v: v > 0  # noqa: E731
@@ -62,6 +72,23 @@ class DataSettings:
     validation_fraction: float = _field("float", _fraction, "share of recordings for validation")
     split_by: str = _field("str", lambda v: v in ("recording", "clip"), "'recording' (default) or 'clip'")
     split_seed: int = _field("int", doc="seed of the split shuffle")
+    allow_narrowband: bool = _field("bool", doc="splice sources sampled below sampling_rate or with almost no "
+                                    "energy in the top half of its band (speechsr.splicing.narrowband_reason); "
+                                    "false = skip them, listed in data_info.json", default=False)
+    low_res_channel: str = _field("str", lambda v: v in ("sox", "telephone"),
+                                  "how the low-res twin is made: 'sox' (rate -h low-pass + resample) or "
+                                  "'telephone' (speechsr.channel: band-pass, downsample_rate, G.711)", default="sox")
+    telephone_band_hz: list = _field("list[float]", lambda v: len(v) == 2 and 0 < v[0] < v[1],
+                                     "telephone channel: pass band [low, high] in Hz", default=[300.0, 3400.0])
+    telephone_codecs: list = _field("list[str]", lambda v: len(v) > 0 and all(c in ("ulaw", "alaw") for c in v),
+                                    "telephone channel: G.711 codecs drawn per clip ('ulaw', 'alaw')",
+                                    default=["ulaw", "alaw"])
+    telephone_gain_db: float = _field("float", _non_negative, "telephone channel: random gain per clip, "
+                                      "uniform in +-dB before the codec (0 = off)", default=0.0)
+    telephone_edge_jitter_hz: float = _field("float", _non_negative, "telephone channel: each band edge moved by "
+                                             "a random +-Hz per recording (0 = off)", default=0.0)
+    channel_seed: int = _field("int", doc="seed of the telephone channel's draws (with the recording id)",
+                               default=1234)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +128,28 @@ class TrainingSettings:
     optimizer: str = _field("str", lambda v: v in ("adam", "adamw"), "'adam' or 'adamw'")
     weight_decay: float = _field("float", _non_negative, "decoupled weight decay for adamw")
     mrstft_weight: float = _field("float", _non_negative, "weight of the multi-resolution STFT loss (0 = off)")
+    mse_weight: float = _field("float", _non_negative, "weight of the waveform MSE loss", default=1.0)
+    mel_weight: float = _field("float", _non_negative, "weight of the log-mel L1 loss (speechsr.losses.mel_l1; 0 = off)",
+                               default=0.0)
+    adversarial_weight: float = _field("float", _non_negative,
+                                       "weight of the least-squares GAN loss of the generator; > 0 switches "
+                                       "adversarial training on (speechsr.adversarial)", default=0.0)
+    feature_matching_weight: float = _field("float", _non_negative,
+                                            "weight of the discriminators' feature-matching L1 loss", default=0.0)
+    discriminator_periods: list = _field("list[int]", lambda v: all(p >= 2 for p in v),
+                                         "periods (output samples) of the multi-period waveform discriminators",
+                                         default=[2, 3, 5, 7, 11])
+    discriminator_stft_sizes: list = _field("list[int]", lambda v: all(n >= 64 for n in v),
+                                            "FFT sizes (output samples, hop = size / 4) of the spectrogram "
+                                            "discriminators", default=[512, 1024, 2048])
+    discriminator_channels: int = _field("int", _positive, "channels of the discriminators' first layer", default=16)
+    discriminator_learning_rate: float = _field("float", _positive, "Adam learning rate of the discriminators "
+                                                "(constant; beta1 0.8, beta2 0.99)", default=2e-4)
+    gan_start_step: int = _field("int", _non_negative, "generator-only warm-up: training steps (counted over the "
+                                 "whole run) before the discriminators start", default=0)
+    snapshot_every_epochs: int = _field("int", _non_negative, "also keep the model of every Nth epoch as "
+                                        "snapshots/epoch_NNN.keras (0 = off); GAN runs select by listening "
+                                        "metrics afterwards", default=0)
     augment_gain_db: float = _field("float", _non_negative, "random gain in +-dB on both twins (0 = off)")
     augment_lowpass_min: float = _field("float", _fraction,
                                         "random extra low-pass on the low-res input: lowest cutoff as a fraction "
@@ -146,6 +195,8 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, list) and all(_type_ok("int", v) for v in value)
     if kind == "list[str]":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "list[float]":
+        return isinstance(value, list) and all(_type_ok("float", v) for v in value)
     raise AssertionError(kind)
 
 
@@ -160,9 +211,9 @@ def validate(kind: str, raw: dict, source: str):
             raise SettingsError(f"{source}: unknown key '{key}' (known: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
-        if name not in raw:
+        if name not in raw and f.metadata["default"] is _REQUIRED:
             raise SettingsError(f"{source}: missing key '{name}' ({f.metadata['doc']})")
-        value = raw[name]
+        value = raw[name] if name in raw else copy.deepcopy(f.metadata["default"])
         meta = f.metadata
         if value is None and meta["optional"]:
             values[name] = None
@@ -184,6 +235,9 @@ def _cross_check(kind: str, s, source: str) -> None:
     if kind == "data":
         if s.sampling_rate % s.downsample_rate:
             raise SettingsError(f"{source}: key 'downsample_rate' must divide sampling_rate ({s.sampling_rate})")
+        if s.low_res_channel == "telephone" and s.telephone_band_hz[1] >= s.downsample_rate / 2:
+            raise SettingsError(f"{source}: key 'telephone_band_hz' must end below downsample_rate / 2 "
+                                f"({s.downsample_rate / 2:g} Hz)")
         if s.test_fraction + s.validation_fraction >= 1:
             raise SettingsError(f"{source}: key 'test_fraction' + validation_fraction must be < 1")
     if kind == "model" and s.output_rate % s.input_rate:
@@ -193,12 +247,17 @@ def _cross_check(kind: str, s, source: str) -> None:
 
 
 def project_path(path: str | os.PathLike) -> Path:
-    """A path from a settings file: relative ones are relative to the project root.
+    """A path from a settings file: relative ones are relative to the project root (a clone's;
+    installed, the current folder's, or the package's for shipped files such as the default model).
 
     (Paths given as command-line flags are made absolute from the current folder by the
     scripts before they override a setting, so both behave as a user expects.)
     """
     p = Path(path).expanduser()
+    if INSTALLED and not p.is_absolute():
+        # Installed: relative to the current folder, or the shipped file (default model) there is.
+        shipped = PROJECT_ROOT / p
+        p = shipped if shipped.is_file() and not p.exists() else p.absolute()
     return Path(os.path.normpath(p if p.is_absolute() else PROJECT_ROOT / p))
 
 

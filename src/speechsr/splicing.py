@@ -6,7 +6,9 @@ Per recording (one worker process each, memory bounded by one recording per work
 2. trim ``start_time`` s from the start and up to ``end_time`` (``<= 0``: that many seconds
    before the end; ``> 0``: absolute end time in seconds);
 3. make the low-res twin once for the whole trimmed recording with sox
-   (:func:`speechsr.audio.sox_downsample`, ``downsample_rate`` Hz);
+   (:func:`speechsr.audio.sox_downsample`, ``downsample_rate`` Hz), or, with
+   ``low_res_channel`` 'telephone', through a phone line (:mod:`speechsr.channel`: band-pass,
+   G.711 mu-law/A-law drawn per clip, seeded by ``channel_seed`` and the recording id);
 4. cut both into clips of ``splice_duration`` s: clip ``i`` is samples
    ``[i*H, (i+1)*H)`` of the high-res and ``[i*H/f, (i+1)*H/f)`` of the low-res signal
    (``H = splice_duration * sampling_rate``, ``f = sampling_rate / downsample_rate``), so both
@@ -15,7 +17,12 @@ Per recording (one worker process each, memory bounded by one recording per work
 Layout: ``<output_dir>/clips/<id>/<id>_<index:05d>.{hr,lr}.wav`` plus ``<id>.done.json``
 (manifest). A recording is written into ``clips/.<id>.partial/`` and renamed into place when
 complete, so an interrupted run never leaves half a recording; a rerun reuses every recording
-whose manifest matches the current settings. Unreadable inputs are skipped with a reason.
+whose manifest matches the current settings. Unreadable inputs are skipped with a reason, and so
+are sources that cannot serve as high-res targets (see :func:`narrowband_reason`) unless
+``allow_narrowband`` is set. A failed write (disk full, I/O error, permission) is an error of
+the run, not of an input: :func:`splice_corpus` stops with :class:`speechsr.audio.WriteError`,
+keeping every recording completed so far (a rerun resumes). Workers die with the parent
+process (Linux parent-death signal, or a watchdog thread elsewhere).
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import json
+import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -39,6 +49,11 @@ from speechsr.settings import DataSettings, to_json
 
 MANIFEST_SUFFIX = ".done.json"
 PARTIAL_SUFFIX = ".partial"
+#: A source whose energy above a quarter of ``sampling_rate`` (the top half of the target band,
+#: e.g. 4-8 kHz) is below this share of its total (dB) cannot serve as a high-res target.
+#: LibriSpeech and TED-LIUM speech measure -36 dB at the lowest; an 8 kHz source resampled to
+#: 16 kHz measures about -100 dB.
+HIGH_BAND_MIN_DB = -50.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,8 +72,12 @@ def clip_lengths(s: DataSettings) -> tuple[int, int]:
 
 def clip_params(s: DataSettings) -> dict:
     """The settings that determine a recording's clips (stored in and checked against manifests)."""
-    return {k: getattr(s, k) for k in ("sampling_rate", "downsample_rate", "splice_duration",
-                                       "start_time", "end_time", "last_clip", "clip_subtype")}
+    keys = ["sampling_rate", "downsample_rate", "splice_duration", "start_time", "end_time", "last_clip",
+            "clip_subtype"]
+    if s.low_res_channel != "sox":  # sox twins keep the manifests of earlier runs valid
+        keys += ["low_res_channel", "telephone_band_hz", "telephone_codecs", "telephone_gain_db",
+                 "telephone_edge_jitter_hz", "channel_seed"]
+    return {k: getattr(s, k) for k in keys}
 
 
 def clip_names(rid: str, index: int) -> tuple[str, str]:
@@ -89,6 +108,60 @@ def read_manifest(rec_dir: str | os.PathLike, params: dict | None = None) -> dic
     return m
 
 
+def high_band_db(x: np.ndarray, rate: int, segments: int = 64, n_fft: int = 4096) -> float:
+    """Energy above ``rate / 4`` Hz as a share of the total, in dB (``-inf`` for silence).
+
+    Measured on up to ``segments`` Hann-windowed frames of ``n_fft`` samples spread evenly over
+    ``x`` (mono ``[time]`` at ``rate`` Hz), so the cost does not grow with the recording.
+    """
+    n = min(n_fft, len(x))
+    if n < 16:
+        return float("-inf")
+    starts = np.linspace(0, len(x) - n, min(segments, max(1, len(x) // n))).astype(int)
+    frames = np.stack([x[i:i + n] for i in starts]).astype(np.float64) * np.hanning(n)
+    power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).sum(axis=0)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    total = power.sum()
+    if total <= 0:
+        return float("-inf")
+    return float(10 * np.log10(max(power[freqs >= rate / 4].sum() / total, 1e-30)))
+
+
+def narrowband_reason(source_rate: int, x: np.ndarray | None, rate: int) -> str | None:
+    """Why a source cannot serve as a ``rate`` Hz training target, or None when it can.
+
+    It cannot when it was sampled below ``rate`` Hz (``x`` not needed), or when ``x`` (the
+    trimmed recording resampled to ``rate`` Hz) has almost no energy in the top half of the band
+    (:data:`HIGH_BAND_MIN_DB`), e.g. 8 kHz audio saved at 16 kHz.
+    """
+    if source_rate < rate:
+        return (f"narrowband: sampled at {source_rate} Hz, below sampling_rate {rate} Hz, so it has no "
+                f"content above {source_rate / 2000:g} kHz to learn from (set allow_narrowband to use it)")
+    if x is None:
+        return None
+    db = high_band_db(x, rate)
+    if db == float("-inf"):
+        return "silent: no signal energy"
+    if db < HIGH_BAND_MIN_DB:
+        return (f"narrowband: energy above {rate / 4000:g} kHz is {db:.0f} dB of the total (a high-res "
+                f"target needs at least {HIGH_BAND_MIN_DB:.0f} dB; set allow_narrowband to use it)")
+    return None
+
+
+def low_res_twin(hr: np.ndarray, p: dict, rid: str, lr_len: int) -> np.ndarray:
+    """The low-res twin ``[time]`` at ``downsample_rate`` Hz of a trimmed recording ``hr``.
+
+    ``low_res_channel`` 'sox' (default): :func:`speechsr.audio.sox_downsample`; 'telephone':
+    :class:`speechsr.channel.TelephoneChannel`, seeded by ``channel_seed`` and the recording id,
+    drawing gain and codec once per clip of ``lr_len`` samples.
+    """
+    if p.get("low_res_channel", "sox") == "sox":
+        return audio.sox_downsample(hr, p["sampling_rate"], p["downsample_rate"])
+    from speechsr import channel
+    seed = channel.clip_seed(p["channel_seed"], rid)
+    return channel.from_clip_params(p).apply(hr, p["sampling_rate"], seed=seed, segment=lr_len)
+
+
 def trim_bounds(n: int, rate: int, start_time: float, end_time: float) -> tuple[int, int]:
     """Sample range ``[first, last)`` kept of ``n`` samples at ``rate`` Hz (may be empty)."""
     first = int(round(start_time * rate))
@@ -108,11 +181,14 @@ def reused_result(rid: str, path: str | os.PathLike, manifest: dict) -> dict:
             "clipped_samples": manifest.get("clipped_samples", 0)}
 
 
-def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir: str | os.PathLike) -> dict:
+def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir: str | os.PathLike,
+                     allow_narrowband: bool = False) -> dict:
     """Splice one recording into ``clips_dir/<rid>/``; returns a result dict.
 
     ``status`` is 'done' (written now), 'reused' (complete from an earlier run) or 'skipped'
-    (with ``reason``). Never raises for a bad input: every exception becomes 'skipped'.
+    (with ``reason``); ``warning`` (optional) notes a truncated source. Never raises for a bad
+    input: every exception becomes 'skipped' — except :class:`speechsr.audio.WriteError` (the
+    output side failed), which is raised after removing the half-written recording.
     """
     clips_dir = Path(clips_dir)
     final = clips_dir / rid
@@ -124,10 +200,12 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
         if m is not None:
             return reused_result(rid, path, m)
         if final.exists():  # stale: incomplete or made with other settings
-            shutil.rmtree(final)
-        result.update(_splice(rid, Path(path), params, partial))
+            _writing(final, lambda: shutil.rmtree(final))
+        result.update(_splice(rid, Path(path), params, partial, allow_narrowband))
         if result["status"] == "done":
-            os.rename(partial, final)
+            _writing(final, lambda: os.rename(partial, final))
+    except audio.WriteError:
+        raise
     except Exception as e:  # noqa: BLE001 - a bad input must never abort the run
         reason = str(e) if isinstance(e, audio.AudioError) else f"{type(e).__name__}: {e}"
         result.update(status="skipped", reason=" ".join(reason.split())[:500])
@@ -137,19 +215,34 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     return result
 
 
-def _splice(rid: str, path: Path, p: dict, partial: Path) -> dict:
+def _writing(target: Path, write) -> None:
+    """Call ``write()``, an operation that writes ``target``: a failure becomes WriteError."""
+    try:
+        write()
+    except (OSError, sf.SoundFileError) as e:
+        raise audio.write_error(target, e) from None
+
+
+def _splice(rid: str, path: Path, p: dict, partial: Path, allow_narrowband: bool = False) -> dict:
     sr, dr = p["sampling_rate"], p["downsample_rate"]
     hr_len = int(round(p["splice_duration"] * sr))
     lr_len = int(round(p["splice_duration"] * dr))
-    x, _ = audio.read_audio(path, rate=sr)
+    info = audio.audio_info(path)
+    note = audio.truncation_note(info)
+    extra = {"warning": note} if note else {}
+    if not allow_narrowband and (reason := narrowband_reason(info.samplerate, None, sr)):
+        return {"status": "skipped", "input_s": info.frames / info.samplerate, "reason": reason, **extra}
+    x, _ = audio.read_audio(path, rate=sr, warn_truncated=False)
     source_s = len(x) / sr
     first, last = trim_bounds(len(x), sr, p["start_time"], p["end_time"])
     hr = x[first:last]
     if len(hr) < hr_len:
         return {"status": "skipped", "input_s": source_s,
                 "reason": f"too short: {len(hr) / sr:.2f} s left after trimming "
-                          f"(source {source_s:.2f} s), one clip needs {p['splice_duration']:g} s"}
-    lr = audio.sox_downsample(hr, sr, dr)
+                          f"(source {source_s:.2f} s), one clip needs {p['splice_duration']:g} s", **extra}
+    if not allow_narrowband and (reason := narrowband_reason(info.samplerate, hr, sr)):
+        return {"status": "skipped", "input_s": source_s, "reason": reason, **extra}
+    lr = low_res_twin(hr, p, rid, lr_len)
     count, rest = divmod(len(hr), hr_len)
     pad_s = 0.0
     if rest and p["last_clip"] == "pad":
@@ -164,23 +257,47 @@ def _splice(rid: str, path: Path, p: dict, partial: Path) -> dict:
         if clipped:
             hr, lr = np.clip(hr, -1, 1), np.clip(lr, -1, 1)
     if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+        _writing(partial, lambda: shutil.rmtree(partial))
+    _writing(partial, lambda: partial.mkdir(parents=True))
     for i in range(count):
         hr_name, lr_name = clip_names(rid, i)
-        sf.write(partial / hr_name, hr[i * hr_len:(i + 1) * hr_len], sr, subtype=p["clip_subtype"], format="WAV")
-        sf.write(partial / lr_name, lr[i * lr_len:(i + 1) * lr_len], dr, subtype=p["clip_subtype"], format="WAV")
+        _writing(partial / hr_name, lambda: sf.write(partial / hr_name, hr[i * hr_len:(i + 1) * hr_len], sr,
+                                                     subtype=p["clip_subtype"], format="WAV"))
+        _writing(partial / lr_name, lambda: sf.write(partial / lr_name, lr[i * lr_len:(i + 1) * lr_len], dr,
+                                                     subtype=p["clip_subtype"], format="WAV"))
     manifest = {"recording_id": rid, "source": str(path), "params": p, "clips": count,
                 "clip_duration_s": p["splice_duration"], "duration_s": count * p["splice_duration"],
                 "source_duration_s": source_s, "trimmed_duration_s": (last - first) / sr,
                 "padded_s": pad_s, "clipped_samples": clipped}
-    (partial / f"{rid}{MANIFEST_SUFFIX}").write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest_file = partial / f"{rid}{MANIFEST_SUFFIX}"
+    _writing(manifest_file, lambda: manifest_file.write_text(json.dumps(manifest, indent=1) + "\n"))
     return {"status": "done", "clips": count, "duration_s": manifest["duration_s"],
-            "input_s": source_s, "clipped_samples": clipped}
+            "input_s": source_s, "clipped_samples": clipped, **extra}
 
 
 def _work(task: tuple) -> dict:
     return splice_recording(*task)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when ``parent`` ends, even by SIGKILL.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread polls the parent id.
+    """
+    logging.getLogger("speechsr").setLevel(logging.ERROR)  # warnings travel in the results
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl failed")
+    except (OSError, AttributeError):
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,14 +320,16 @@ class SpliceSummary:
     output_dir: str
     data_info: str
     results: list = dataclasses.field(repr=False, default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)  # {recording_id, path, warning}
 
 
 def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
     """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once."""
     pending = collections.deque(tasks)
+    pool_args = {"initializer": _die_with_parent, "initargs": (os.getpid(),)}
     while pending:
         suspects = []
-        with cf.ProcessPoolExecutor(jobs) as pool:
+        with cf.ProcessPoolExecutor(jobs, **pool_args) as pool:
             inflight: dict = {}
             while pending or inflight:
                 while pending and len(inflight) < 2 * jobs and not suspects:
@@ -225,12 +344,15 @@ def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
                         on_result(fut.result())
                     except BrokenProcessPool:
                         suspects.append(task)
+                    except BaseException:  # a write failure (or Ctrl-C): stop, let running tasks end
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
                 if suspects:  # the pool is dead: every in-flight task is a suspect
                     suspects += list(inflight.values())
                     break
         for task in suspects:  # retry each alone, so only a task that crashes by itself is skipped
             try:
-                with cf.ProcessPoolExecutor(1) as solo:
+                with cf.ProcessPoolExecutor(1, **pool_args) as solo:
                     on_result(solo.submit(_work, task).result())
             except BrokenProcessPool:
                 on_result({"recording_id": task[0], "path": task[1], "status": "skipped", "clips": 0,
@@ -242,7 +364,9 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     """Splice every recording of the corpus described by ``s``; write ``data_info.json``.
 
     ``jobs`` worker processes (default ``os.cpu_count()``). Raises CorpusError/ValueError for a
-    missing corpus or unusable settings before any work starts.
+    missing corpus or unusable settings before any work starts, and
+    :class:`speechsr.audio.WriteError` when an output cannot be written (complete recordings
+    are kept; a rerun resumes).
     """
     from tqdm import tqdm
 
@@ -275,7 +399,7 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     for rec in recordings:  # complete from an earlier run: reuse without starting a worker
         m = read_manifest(clips_dir / rec.id, params)
         if m is None:
-            tasks.append((rec.id, str(rec.path), params, str(clips_dir)))
+            tasks.append((rec.id, str(rec.path), params, str(clips_dir), s.allow_narrowband))
         else:
             complete_at_start.add(rec.id)
             on_result(reused_result(rec.id, rec.path, m))
@@ -288,6 +412,8 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     ok = [r for r in results if r["status"] != "skipped"]
     skipped = [{"recording_id": r["recording_id"], "path": r["path"], "reason": r["reason"]}
                for r in results if r["status"] == "skipped"]
+    warnings = [{"recording_id": r["recording_id"], "path": r["path"], "warning": r["warning"]}
+                for r in results if r.get("warning")]
     done = [r for r in results if r["status"] == "done"]
     elapsed = time.perf_counter() - t0
     processed_s = sum(r["input_s"] for r in done)
@@ -296,7 +422,7 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
         clips=sum(r["clips"] for r in ok), clip_duration_s=s.splice_duration,
         total_duration_s=sum(r["duration_s"] for r in ok), input_seconds=processed_s,
         elapsed_s=elapsed, throughput=processed_s / elapsed if elapsed > 0 else 0.0,
-        output_dir=str(out), data_info=str(out / "data_info.json"), results=results)
+        output_dir=str(out), data_info=str(out / "data_info.json"), results=results, warnings=warnings)
     info = {
         "settings": to_json(s),
         "input_dir": str(base),
@@ -313,10 +439,14 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
         "sox_version": audio.sox_version(),
         "jobs": jobs,
         "skipped": skipped,
+        "warnings": warnings,
         "elapsed_s": round(elapsed, 3),
         "input_audio_s": round(processed_s, 3),
         "throughput_x_realtime": round(summary.throughput, 2),
     }
-    with audio.atomic_path(out / "data_info.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    try:
+        with audio.atomic_path(out / "data_info.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+    except OSError as e:
+        raise audio.write_error(out / "data_info.json", e) from None
     return summary

@@ -30,11 +30,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from speechsr import dataset, losses, metrics
+from speechsr import adversarial, dataset, losses, metrics
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
 from speechsr.model import build_model, required_multiple
 from speechsr.model_io import save_model
+from speechsr.plots import training_curves
 
 log = logging.getLogger("speechsr")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -94,11 +95,20 @@ def _optimizer(ts: settings_mod.TrainingSettings, total_steps: int) -> keras.opt
 
 def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings) -> None:
     """Fail fast, before any work, on inputs that cannot train."""
+    from speechsr.split import SplitError, read_split_csv
     for key in ("train_csv", "validation_csv"):
         path = settings_mod.project_path(getattr(ts, key))
         if not path.is_file():
             raise TrainingError(f"{key} '{path}' not found: run preprocessing/splice_raw_data.py and "
                                 "preprocessing/test_train_split.py first (README, 'Train on your own corpus')")
+        try:  # header, fields, every clip file present: checked before a run folder exists
+            rows = read_split_csv(path)
+        except SplitError as e:
+            raise TrainingError(f"{key}: {e}") from None
+        if not rows:
+            raise TrainingError(f"{key} '{path}' lists no clips")
+        if key == "train_csv" and len(rows) < ts.batch_size:  # one patch per clip and batch
+            raise TrainingError(f"{key} '{path}': {len(rows)} clips, fewer than one batch of {ts.batch_size}")
     if ts.init_from and not settings_mod.project_path(ts.init_from).is_file():
         raise TrainingError(f"init_from '{settings_mod.project_path(ts.init_from)}' not found")
     if ts.patch_length % required_multiple(ms):
@@ -140,9 +150,21 @@ class Trainer:
             self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.best_val = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
             self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # this epoch's, so far
+            self.adversarial = ts.adversarial_weight > 0
+            tracked = {}
+            if self.adversarial:
+                self.discriminators = adversarial.build_discriminators(
+                    ts.discriminator_periods, [[n, n // 4] for n in ts.discriminator_stft_sizes],
+                    ts.discriminator_channels, ts.patch_length * self.factor)
+                self.d_optimizer = keras.optimizers.Adam(ts.discriminator_learning_rate, beta_1=0.8, beta_2=0.99)
+                self.d_optimizer.build(self.discriminators.trainable_variables)
+                # this epoch's sums so far of: discriminator loss, generator adversarial loss, feature matching
+                self.gan_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
+                tracked = {"discriminators": self.discriminators, "d_optimizer": self.d_optimizer,
+                           "gan_sums": self.gan_sums}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,
                                               step_in_epoch=self.step_in_epoch, best_val=self.best_val,
-                                              loss_sum=self.loss_sum)
+                                              loss_sum=self.loss_sum, **tracked)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.ckpt_dir), max_to_keep=2)
         if ts.init_from and not resume:
             self._init_weights(settings_mod.project_path(ts.init_from))
@@ -153,6 +175,7 @@ class Trainer:
             log.info("resumed %s at epoch %d, step %d", self.manager.latest_checkpoint,
                      int(self.epoch.numpy()) + 1, int(self.step_in_epoch.numpy()))
         self._train_step = self._make_train_step()
+        self._gan_step = self._make_gan_step() if self.adversarial else None
         self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
     def _init_weights(self, path: Path) -> None:
@@ -179,20 +202,44 @@ class Trainer:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if resume and not ckpt_dir.exists():
             raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
+        if resume:
+            self._check_resumed_settings()
         (self.run_dir / "settings").mkdir(parents=True, exist_ok=True)
         for kind, s in (("model", self.ms), ("training", self.ts)):
             with atomic_path(self.run_dir / "settings" / settings_mod.SETTINGS_FILES[kind]) as tmp:
                 tmp.write_text(json.dumps(settings_mod.to_json(s), indent=2) + "\n")
 
+    #: Keys that may change on --resume: they do not change what the run computes.
+    RESUME_MAY_CHANGE = ("subpixel_implementation", "checkpoint_every_steps")
+
+    def _check_resumed_settings(self) -> None:
+        """--resume with other settings than the run's saved ones: TrainingError listing them."""
+        changed = []
+        for kind, s in (("model", self.ms), ("training", self.ts)):
+            saved_path = self.run_dir / "settings" / settings_mod.SETTINGS_FILES[kind]
+            if not saved_path.is_file():
+                continue
+            try:
+                saved = settings_mod.to_json(settings_mod.validate(kind, json.loads(saved_path.read_text()),
+                                                                   str(saved_path)))
+            except (ValueError, OSError):
+                continue  # unreadable: it is rewritten below
+            now = settings_mod.to_json(s)
+            changed += [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+                        if k not in self.RESUME_MAY_CHANGE and saved.get(k) != v]
+        if changed:
+            raise TrainingError(f"--resume: settings differ from the run's ({', '.join(changed)}); resume with "
+                                f"--settings {self.run_dir / 'settings'}, or start a new run (--run-name, --overwrite)")
+
     # -- steps ------------------------------------------------------------------------------
     def _make_train_step(self):
         global_batch = self.ts.batch_size
-        weight = self.ts.mrstft_weight
+        ts = self.ts
 
         def replica_step(lr, hr):
             with tf.GradientTape() as tape:
                 y_hat = self.model(lr, training=True)
-                per_example = losses.combined(hr, y_hat, weight)
+                per_example = losses.reconstruction(hr, y_hat, ts)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if self.model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -207,6 +254,51 @@ class Trainer:
 
         return step
 
+    def _make_gan_step(self):
+        """One adversarial step: discriminators and generator updated together from one forward pass.
+
+        Returns the summed (over replicas) ``[generator loss, discriminator loss, adversarial loss,
+        feature-matching loss]``, each averaged over the global batch.
+        """
+        global_batch, ts = self.ts.batch_size, self.ts
+        g_vars, d_vars = self.model.trainable_variables, self.discriminators.trainable_variables
+
+        def replica_step(lr, hr):
+            with tf.GradientTape(persistent=True) as tape:
+                y_hat = self.model(lr, training=True)
+                real = self.discriminators(hr, training=True)
+                fake = self.discriminators(y_hat, training=True)
+                d_loss = adversarial.discriminator_loss(real, fake)
+                adv = adversarial.generator_loss(fake)
+                fm = adversarial.feature_matching_loss(real, fake)
+                g_loss = (losses.reconstruction(hr, y_hat, ts) + ts.adversarial_weight * adv
+                          + ts.feature_matching_weight * fm)
+                average = lambda t: tf.nn.compute_average_loss(t, global_batch_size=global_batch)  # noqa: E731
+                g_total, d_total = average(g_loss), average(d_loss)
+            # d_loss reaches the generator only through its own input, and only discriminator
+            # variables are asked for: the discriminators never push the generator and vice versa
+            d_grads = tape.gradient(d_total, d_vars)
+            g_grads = tape.gradient(g_total, g_vars)
+            del tape
+            self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+            self.optimizer.apply_gradients(zip(g_grads, g_vars))
+            return tf.stack([g_total, d_total, average(adv), average(fm)])
+
+        @tf.function(jit_compile=False)
+        def step(batch):
+            per_replica = self.strategy.run(replica_step, args=batch)
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return step
+
+    def _step(self, batch) -> float:
+        """Run one training step on ``batch``; returns the generator's loss (GAN terms tallied apart)."""
+        if self.adversarial and int(self.optimizer.iterations.numpy()) >= self.ts.gan_start_step:
+            values = self._gan_step(batch)
+            self.gan_sums.assign_add(tf.cast(values[1:], tf.float64))
+            return float(values[0])
+        return float(self._train_step(batch))
+
     def _epoch_dataset(self, epoch: int, skip: int):
         """Epoch ``epoch``'s batches from batch ``skip`` on (the same ones an uninterrupted run sees)."""
         ds = dataset.training_dataset(settings_mod.project_path(self.ts.train_csv), self.factor, self.ts.patch_length,
@@ -219,18 +311,29 @@ class Trainer:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
-    def validate(self) -> dict:
-        """Validation loss (same loss as training), SNR and LSD (dB / log10 units), clip means."""
+    VALIDATION_KEYS = ("snr", "lsd", "lsd_hf", "hf_energy", "pause_noise")
+
+    def validate(self) -> tuple[dict, list]:
+        """Clip means of the validation loss (the reconstruction loss), SNR (dB), LSD, LSD-HF,
+        high-band energy (dB) and pause noise (dB) (:mod:`speechsr.metrics`, cutoff = input
+        Nyquist); and ``(reference, output)`` ``[time]`` arrays of the first two clips.
+        """
         clips = dataset.validation_clips(settings_mod.project_path(self.ts.validation_csv), required_multiple(self.ms),
                                          self.ts.validation_max_clips)
-        loss, snrs, lsds = [], [], []
+        loss, values, examples = [], {k: [] for k in self.VALIDATION_KEYS}, []
         for lr, hr in clips:
             y_hat = self._predict(tf.constant(lr[None, :, None]))
-            loss.append(float(losses.combined(tf.constant(hr[None, :, None]), y_hat, self.ts.mrstft_weight)[0]))
+            loss.append(float(losses.reconstruction(tf.constant(hr[None, :, None]), y_hat, self.ts)[0]))
             y_hat = y_hat.numpy()[0, :, 0]
-            snrs.append(metrics.snr(hr, y_hat))
-            lsds.append(metrics.lsd(hr, y_hat))
-        return {"val_loss": float(np.mean(loss)), "val_snr": float(np.mean(snrs)), "val_lsd": float(np.mean(lsds))}
+            scores = metrics.spectral(hr, y_hat, self.ms.output_rate, self.ms.input_rate / 2)
+            for k in self.VALIDATION_KEYS:
+                values[k].append(scores[k])
+            if len(examples) < 2:
+                examples.append((hr, y_hat))
+        record = {"val_loss": float(np.mean(loss))}
+        record.update({f"val_{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                       for k, v in values.items()})
+        return record, examples
 
     # -- the loop ---------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -254,7 +357,7 @@ class Trainer:
                 except StopIteration:
                     break
                 waited += time.perf_counter() - t0
-                loss = float(self._train_step(batch))
+                loss = self._step(batch)
                 if not math.isfinite(loss):
                     raise TrainingError(f"loss became {loss} at epoch {epoch + 1}; lower learning_rate")
                 self.loss_sum.assign_add(loss)
@@ -266,9 +369,14 @@ class Trainer:
             bar.close()
             elapsed = time.perf_counter() - started
             steps_done = max(int(self.step_in_epoch.numpy()), 1)
-            record = {"epoch": epoch + 1, "train_loss": float(self.loss_sum.numpy()) / steps_done, **self.validate(),
-                      "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
-                      "seconds": elapsed, "input_wait_share": waited / max(elapsed, 1e-9)}
+            validation, examples = self.validate()
+            record = {"epoch": epoch + 1, "train_loss": float(self.loss_sum.numpy()) / steps_done, **validation}
+            if self.adversarial:
+                sums = self.gan_sums.numpy() / steps_done
+                record.update(d_loss=float(sums[0]), g_adversarial=float(sums[1]), feature_matching=float(sums[2]))
+                self.gan_sums.assign(tf.zeros([3], tf.float64))
+            record.update(learning_rate=float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+                          seconds=elapsed, input_wait_share=waited / max(elapsed, 1e-9))
             improved = record["val_loss"] < float(self.best_val.numpy())
             if improved:
                 self.best_val.assign(record["val_loss"])
@@ -276,7 +384,7 @@ class Trainer:
             self.step_in_epoch.assign(0)
             self.loss_sum.assign(0.0)
             if self.chief:
-                self._write_epoch(record, improved, writer)
+                self._write_epoch(record, improved, writer, examples)
             self._save_checkpoint()
             log.info("epoch %d: train_loss %.4g val_loss %.4g val SNR %.2f dB val LSD %.3f%s (%.0f s, input wait %.1f%%)",
                      record["epoch"], record["train_loss"], record["val_loss"], record["val_snr"], record["val_lsd"],
@@ -285,11 +393,14 @@ class Trainer:
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return record
 
-    def _write_epoch(self, record: dict, improved: bool, writer) -> None:
+    def _write_epoch(self, record: dict, improved: bool, writer, examples: list) -> None:
+        metadata = {"epoch": record["epoch"], **{k: v for k, v in record.items() if k.startswith("val_")},
+                    "training_settings": settings_mod.to_json(self.ts)}
         if improved:
-            save_model(self.model, self.run_dir / "best.keras", self.ms,
-                       {"epoch": record["epoch"], "val_loss": record["val_loss"], "val_snr": record["val_snr"],
-                        "val_lsd": record["val_lsd"], "training_settings": settings_mod.to_json(self.ts)})
+            save_model(self.model, self.run_dir / "best.keras", self.ms, metadata)
+        every = self.ts.snapshot_every_epochs
+        if every and record["epoch"] % every == 0:
+            save_model(self.model, self.run_dir / "snapshots" / f"epoch_{record['epoch']:03d}.keras", self.ms, metadata)
         history = self.run_dir / "history.csv"
         rows = list(csv.DictReader(history.open())) if history.exists() else []
         rows = [r for r in rows if int(r["epoch"]) < record["epoch"]] + [{k: str(v) for k, v in record.items()}]
@@ -300,7 +411,13 @@ class Trainer:
         _write_lines(self.run_dir / "train_loss.txt", [float(r["train_loss"]) for r in rows])
         _write_lines(self.run_dir / "val_loss.txt", [float(r["val_loss"]) for r in rows])
         with writer.as_default(step=record["epoch"]):
-            for key in ("train_loss", "val_loss", "val_snr", "val_lsd", "learning_rate", "input_wait_share"):
-                tf.summary.scalar(key, record[key])
+            for key, value in record.items():
+                if key != "epoch":
+                    tf.summary.scalar(key, value)
+            for i, (reference, output) in enumerate(examples):
+                pair = np.stack([reference, output])[..., None].astype(np.float32)  # [2, time, 1]
+                tf.summary.audio(f"validation_clip_{i}", pair, self.ms.output_rate, max_outputs=2,
+                                 description="reference, then the model's output")
         writer.flush()
+        training_curves(self.run_dir / "curves.png", rows)
 

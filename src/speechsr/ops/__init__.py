@@ -19,7 +19,7 @@ OPS_DIR = Path(__file__).resolve().parent
 LIBRARY_PATH = OPS_DIR / "_subpixel_shuffle.so"
 SOURCE_PATH = OPS_DIR / "subpixel_shuffle.cc"
 STAMP_PATH = OPS_DIR / "_subpixel_shuffle.stamp"
-BUILD_HINT = "run `bash src/build_ops.sh` (or `make build`)"
+BUILD_HINT = "run `bash src/build_ops.sh` (or `make build`; from an installed wheel, `speechsr build-op`)"
 
 _lock = threading.Lock()
 _state: dict = {"tried": False, "module": None, "error": None}

@@ -1,0 +1,230 @@
+"""Python API: upsample arrays and files with a trained model that is loaded once.
+
+    import speechsr
+    y, rate = speechsr.upsample(x, 4000)          # x: [time] (or [time, channels]) at 4000 Hz -> 16 kHz
+    speechsr.upsample_file("call.wav", "call_16k.wav")
+    model = speechsr.load_model("pretrained")     # or the path of a .keras model (or its folder)
+    phone = speechsr.load_model("telephony")      # 8 kHz phone speech (sinc until its model ships)
+    y, rate = model.upsample(x, 8000)             # reused: no reload per call
+
+Results are the command line's samples (``speechsr upsample`` = ``upsample_audio_file.py``):
+the same resampling to the model's input rate (soxr VHQ, streamed in ``block_seconds`` blocks),
+the same input band-limit decision (on the first block) and the same windows and cross-fades
+(:class:`speechsr.inference.Upsampler`, loaded by :func:`speechsr.inference.load_upsampler`).
+Arrays pass through in blocks, so the model's working memory does not grow with their length.
+The command line clips PCM outputs to [-1, 1]; arrays come back float32, unclipped.
+The module-level functions keep each model they load (one per path and settings).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from speechsr import bandlimit, settings
+from speechsr.settings import UpsamplingSettings
+
+log = logging.getLogger("speechsr")
+
+#: Name of the shipped model: the ``model`` of the default upsampling settings.
+PRETRAINED = "pretrained"
+#: The telephony path (8 kHz -> 16 kHz): the telephony model, or sinc interpolation while it is
+#: not shipped (:mod:`speechsr.routing`).
+TELEPHONY = "telephony"
+#: Let :mod:`speechsr.routing` choose per input (rate and band): the default of the functions.
+AUTO = "auto"
+
+_cache: dict[tuple, "Model"] = {}
+_cache_lock = threading.Lock()
+
+
+class Model:
+    """A loaded model with its upsampling settings; reuse it across calls.
+
+    ``input_rate``/``output_rate`` in Hz; ``path`` is the ``.keras`` file; ``runtime`` says what
+    runs it ('tf' or 'lite'); ``upsampler`` is the :class:`speechsr.inference.Upsampler` doing
+    the work; ``settings`` the :class:`UpsamplingSettings` (window, batch, block size, input
+    low-pass, output subtype).
+    """
+
+    def __init__(self, upsampler, up: UpsamplingSettings, path: Path):
+        self.upsampler, self.settings, self.path = upsampler, up, Path(path)
+        self.input_rate, self.output_rate = upsampler.input_rate, upsampler.output_rate
+        self.runtime = getattr(upsampler, "runtime", "tf")  # 'tf' or 'lite' (speechsr.runtime)
+
+    def __repr__(self) -> str:
+        return (f"speechsr.Model({str(self.path)!r}, {self.input_rate} Hz -> {self.output_rate} Hz, "
+                f"runtime {self.runtime})")
+
+    def upsample(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+        """Upsample ``audio`` sampled at ``rate`` Hz; returns ``(float32 [time'], output_rate)``.
+
+        ``audio``: ``[time]`` or ``[time, channels]`` (downmixed to mono by the mean), float
+        in [-1, 1] or signed integer PCM (scaled like soundfile reads it). It is resampled to
+        ``input_rate`` when ``rate`` differs; the output has ``factor`` x the resampled samples.
+        Raises ValueError for a bad shape, rate or NaN/infinite samples.
+        """
+        x = as_mono_float(audio)
+        if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
+            raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("input contains NaN or infinite samples")
+        blocks = resampled_blocks(x, int(rate), self.input_rate, self.settings.block_seconds)
+        first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass, as for files
+        blocks = itertools.chain([first], blocks)
+        if bandlimit.needs_lowpass(first, self.upsampler.input_lowpass):
+            log.info("array input: content at the band edge; low-passing it like the training inputs")
+            blocks = bandlimit.lowpass_stream(blocks)
+        out = list(self.upsampler.stream(blocks))
+        y = np.concatenate(out) if out else np.zeros(0, np.float32)
+        return y, self.output_rate
+
+    def upsample_file(self, path: str | os.PathLike, out_path: str | os.PathLike,
+                      subtype: str | None = None) -> dict:
+        """Upsample an audio file into ``out_path`` (written atomically), as ``speechsr upsample``.
+
+        ``subtype`` defaults to the setting ``output_subtype`` ('auto' keeps a PCM_16/24 input's).
+        Returns :func:`speechsr.inference.upsample_file`'s summary (samples, seconds, subtype...).
+        """
+        from speechsr import inference
+        return inference.upsample_file(path, out_path, self.upsampler, subtype or self.settings.output_subtype,
+                                       self.settings.block_seconds)
+
+
+def as_mono_float(audio) -> np.ndarray:
+    """``[time]`` / ``[time, channels]`` float or signed-int samples -> mono float32 ``[time]``.
+
+    Integers are scaled to [-1, 1) as soundfile reads PCM; channels are averaged in float32 as
+    :mod:`speechsr.audio` downmixes files.
+    """
+    x = np.asarray(audio)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio must be [time] or [time, channels], got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.signedinteger):
+        x = x / float(-np.iinfo(x.dtype).min)
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"audio must be float or signed integer samples, got {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def resampled_blocks(x: np.ndarray, rate: int, to_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
+    """``x`` ``[time]`` at ``rate`` Hz as float32 blocks at ``to_rate`` Hz.
+
+    Cut and resampled exactly as :func:`speechsr.audio.iter_audio_blocks` reads a file
+    (``int(block_seconds * rate)`` samples per block, soxr ResampleStream VHQ), so an array
+    and the file holding it give the same samples.
+    """
+    import soxr
+    frames = max(1, int(block_seconds * rate))
+    stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="VHQ") if rate != to_rate else None
+    for start in itertools.count(0, frames):
+        block = x[start:start + frames]
+        last = block.shape[0] < frames
+        if stream is not None:
+            block = stream.resample_chunk(block, last=last)
+        if block.size:
+            yield block
+        if last:
+            return
+
+
+def load_model(name_or_path: str | os.PathLike = PRETRAINED,
+               upsampling: UpsamplingSettings | str | os.PathLike | None = None,
+               subpixel: str | None = None, runtime: str = "auto", rate: int | None = None) -> Model:
+    """Load a model once: ``"pretrained"`` (the default settings' model) or a ``.keras`` path.
+
+    ``"telephony"``: the 8 kHz -> 16 kHz telephony model, or sinc interpolation (runtime
+    ``"sinc"``) while it does not exist; ``"auto"`` with ``rate`` (Hz of the audio to come): the
+    path :func:`speechsr.routing.choose` picks for that rate (4 kHz: the 4x model; 8 kHz: telephony).
+
+    ``upsampling``: :class:`UpsamplingSettings`, or a settings folder/file (default: the
+    commands' default settings). ``runtime``: ``"auto"`` (the LiteRT export beside the model when
+    it matches, else TensorFlow, as the command line), ``"tf"`` or ``"lite"``. ``subpixel`` (the
+    TensorFlow runtime's shuffle): None (the model's own choice), ``"auto"``, ``"op"`` or
+    ``"reshape"``. Raises ``model_io.ModelNotFoundError``, SettingsError or ValueError.
+    """
+    from speechsr import inference
+    up = upsampling if isinstance(upsampling, UpsamplingSettings) else \
+        settings.load("upsampling", upsampling or settings.DEFAULT_SETTINGS_DIR)
+    if str(name_or_path) in (TELEPHONY, AUTO):
+        from speechsr import routing
+        if str(name_or_path) == AUTO and rate is None:
+            raise ValueError("load_model('auto') needs the input rate: load_model('auto', rate=8000)")
+        route = routing.choose(rate, default_model=inference.resolve_model_path(up.model, from_settings=True),
+                               telephone=True if str(name_or_path) == TELEPHONY else None)
+        routing.log_route(route, f"{name_or_path} model")
+        if route.kind == "sinc":
+            return Model(routing.SincUpsampler(), up, Path("sinc"))
+        path = route.model_path
+    elif str(name_or_path) == PRETRAINED:
+        path = inference.resolve_model_path(up.model, from_settings=True)
+    else:
+        path = inference.resolve_model_path(name_or_path)
+    return Model(inference.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
+
+
+def _model(model) -> Model:
+    """A :class:`Model` as given, or the cached one loaded for a name or path."""
+    if isinstance(model, Model):
+        return model
+    key = (str(model) if str(model) in (PRETRAINED, TELEPHONY) else str(Path(model).resolve()),)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load_model(model)
+        return _cache[key]
+
+
+def _auto(route) -> Model:
+    """The cached :class:`Model` of a :class:`speechsr.routing.Route`."""
+    from speechsr import routing
+    if route.telephone:
+        return _model(TELEPHONY)
+    default = routing.choose(model=None, telephone=False).model_path
+    return _model(PRETRAINED if route.model_path == default else route.model_path)
+
+
+def upsample(audio: np.ndarray, rate: int, model: Model | str | os.PathLike = AUTO
+             ) -> tuple[np.ndarray, int]:
+    """Upsample ``audio`` (``[time]`` at ``rate`` Hz) -> ``(float32 [time'], 16000)``.
+
+    ``model``: a :class:`Model`, ``"pretrained"``, ``"telephony"``, a ``.keras`` path (loaded
+    once, then kept), or ``"auto"`` (default): :func:`speechsr.routing.choose` on the rate and the
+    first minute of ``audio`` (4 kHz: the 4x model; 8 kHz phone-band speech: the telephony path).
+    See :meth:`Model.upsample`.
+    """
+    if isinstance(model, str) and model == AUTO:
+        from speechsr import routing
+        if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
+            raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
+        x = as_mono_float(audio)
+        route = routing.choose(int(rate), x[:int(routing.PROBE_SECONDS * rate)])
+        routing.log_route(route, "array input")
+        return _auto(route).upsample(x, rate)
+    return _model(model).upsample(audio, rate)
+
+
+def upsample_file(path: str | os.PathLike, out_path: str | os.PathLike,
+                  model: Model | str | os.PathLike = AUTO) -> dict:
+    """Upsample the audio file ``path`` into ``out_path`` as ``speechsr upsample`` does.
+
+    ``model`` as for :func:`upsample` (``"auto"``: chosen from the file, as the command line).
+    See :meth:`Model.upsample_file`.
+    """
+    if isinstance(model, str) and model == AUTO:
+        from speechsr import routing
+        route = routing.choose_for_file(path)
+        routing.log_route(route, path)
+        return _auto(route).upsample_file(path, out_path)
+    return _model(model).upsample_file(path, out_path)
+
+
+__all__ = ["Model", "load_model", "upsample", "upsample_file"]

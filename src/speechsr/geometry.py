@@ -1,0 +1,25 @@
+"""U-Net geometry from model settings, without TensorFlow: filters, kernels, input multiple.
+
+Shared by :mod:`speechsr.model` (which builds the Keras graph) and the TensorFlow-free
+inference path (:mod:`speechsr.inference`, :mod:`speechsr.runtime`).
+"""
+
+from __future__ import annotations
+
+from speechsr.settings import ModelSettings
+
+
+def required_multiple(s: ModelSettings) -> int:
+    """Input lengths (low-res samples) must be a multiple of this: ``2 ** (num_blocks + 1)``."""
+    return 2 ** (s.num_blocks + 1)
+
+
+def level_filters(s: ModelSettings) -> list[int]:
+    """Filters of downsampling blocks 0..num_blocks-1, then the bottleneck (last entry)."""
+    return [min(s.filter_cap, int(round(s.first_filters * s.filter_growth ** i)))
+            for i in range(s.num_blocks + 1)]
+
+
+def level_kernel(s: ModelSettings, level: int) -> int:
+    """Kernel size (taps) at ``level``; the last configured value repeats."""
+    return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]

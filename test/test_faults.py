@@ -1,0 +1,493 @@
+"""Faults (issue 12): every script fails loudly on one line, loses nothing, leaves nothing behind.
+
+Full-disk cases mount a small tmpfs (needs root; skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import speech_like
+from speechsr import audio, settings, splicing
+from speechsr.splicing import read_manifest, splice_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def data_settings(base: Path, out: Path, **overrides) -> settings.DataSettings:
+    raw = {"input_dir_name_base": str(base), "input_dir_name_dirs": [], "input_data_suffix": [".wav"],
+           "output_dir": str(out), "start_time": 0.0, "end_time": 0.0, "splice_duration": 1.0,
+           "last_clip": "drop", "sampling_rate": SR, "downsample_rate": 4000, "clip_subtype": "PCM_16",
+           "test_fraction": 0.0, "validation_fraction": 0.0, "split_by": "recording", "split_seed": 7}
+    raw.update(overrides)
+    return settings.validate("data", raw, "test settings")
+
+
+def settings_dir(tmp_path: Path, data: settings.DataSettings) -> Path:
+    d = tmp_path / "settings"
+    d.mkdir(exist_ok=True)
+    (d / "data_settings.json").write_text(json.dumps(settings.to_json(data)))
+    return d
+
+
+def script(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """``mount(kib)`` -> a fresh tmpfs of that size under tmp_path; unmounted afterwards."""
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root'})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def resize(point: Path, kib: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={kib}k", str(point)], check=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Six 2-s speech-like recordings at 16 kHz (PCM_16)."""
+    base = tmp_path_factory.mktemp("faults") / "corpus"
+    base.mkdir()
+    for i in range(6):
+        sf.write(base / f"r{i}.wav", speech_like(2.0, seed=40 + i), SR, subtype="PCM_16")
+    return base
+
+
+# ------------------------------------------------------------------ 1. full disk while splicing
+
+
+@pytest.mark.slow
+def test_full_disk_while_splicing_stops_keeps_complete_work_and_resumes(corpus, tmp_path, small_disk):
+    disk = small_disk(160)  # one recording's clips are about 80 KB: a few fit, six do not
+    out = disk / "out"
+    cfg = settings_dir(tmp_path, data_settings(corpus, out))
+    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--jobs", "1",
+               "--no-progress")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "no space left on device" in r.stderr and str(out) in r.stderr
+    recs = [p for p in (out / "clips").iterdir()]
+    assert not [p for p in recs if p.name.startswith(".")]  # no half-written recording
+    complete = [p for p in recs if read_manifest(p) is not None]
+    assert complete and len(complete) == len(recs) < 6  # what is there is complete
+    resize(disk, 4096)  # space freed: the rerun resumes
+    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--jobs", "1",
+               "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"{6 - len(complete)} processed, {len(complete)} reused, 0 skipped" in r.stdout
+
+
+# ------------------------------------------------------------------ 2. narrowband sources
+
+
+def test_narrowband_sources_are_skipped_unless_allowed(tmp_path):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    x = speech_like(2.0, seed=3)
+    sf.write(base / "wide.wav", x, SR, subtype="PCM_16")
+    x8 = audio.resample(x, SR, 8000)
+    sf.write(base / "phone8k.wav", x8, 8000, subtype="PCM_16")
+    sf.write(base / "phone_as_16k.wav", audio.resample(x8, 8000, SR), SR, subtype="PCM_16")
+    sf.write(base / "four_k.wav", audio.resample(x, SR, 4000), 4000, subtype="PCM_16")
+    s = splice_corpus(data_settings(base, tmp_path / "out"), jobs=1, progress=False)
+    reasons = {sk["recording_id"]: sk["reason"] for sk in s.skipped}
+    assert set(reasons) == {"phone8k", "phone_as_16k", "four_k"} and s.processed == 1
+    assert "sampled at 8000 Hz" in reasons["phone8k"] and "sampled at 4000 Hz" in reasons["four_k"]
+    assert "energy above 4 kHz" in reasons["phone_as_16k"] and "allow_narrowband" in reasons["phone_as_16k"]
+    info = json.loads((tmp_path / "out" / "data_info.json").read_text())
+    assert {sk["recording_id"] for sk in info["skipped"]} == set(reasons)
+    s = splice_corpus(data_settings(base, tmp_path / "out", allow_narrowband=True), jobs=1, progress=False)
+    assert not s.skipped and s.processed == 3 and s.reused == 1
+
+
+def test_high_band_measure_tells_speech_from_phone_audio():
+    x = speech_like(3.0, seed=5)
+    assert splicing.high_band_db(x, SR) > -40
+    assert splicing.high_band_db(audio.resample(audio.resample(x, SR, 8000), 8000, SR), SR) < -60
+    assert splicing.high_band_db(np.zeros(SR, np.float32), SR) == float("-inf")
+
+
+# ------------------------------------------------------------------ 3. workers die with the parent
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or
+                    __import__("multiprocessing").get_start_method() != "fork",
+                    reason="needs /proc and fork-inherited patching")
+def test_kill_9_of_splice_script_takes_its_workers_along(corpus, tmp_path):
+    cfg = settings_dir(tmp_path, data_settings(corpus, tmp_path / "out"))
+    driver = ("import runpy, sys, time\n"
+              "from speechsr import splicing\n"
+              "real = splicing._splice\n"
+              "def slow(*a, **k):\n"
+              "    time.sleep(60)  # a long recording: the worker is busy when its parent dies\n"
+              "    return real(*a, **k)\n"
+              "splicing._splice = slow\n"
+              f"sys.argv = ['splice_raw_data.py', '--settings', {str(cfg)!r}, '--jobs', '2', '--no-progress']\n"
+              f"runpy.run_path({str(ROOT / 'preprocessing' / 'splice_raw_data.py')!r}, run_name='__main__')\n")
+    parent = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(parent.pid)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.1)
+        workers = _children(parent.pid)
+        assert len(workers) >= 2, parent.stderr.read() if parent.poll() is not None else "no workers"
+        time.sleep(0.5)  # workers initialised and busy
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "orphaned workers outlived the killed parent"
+    finally:  # never leave processes behind, even when the test fails
+        for w in set(workers + _children(parent.pid)):
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+    # the rerun cleans what the killed run left and completes
+    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--no-progress")
+    assert r.returncode == 0 and "6 processed" in r.stdout, r.stderr
+    assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ 4. bad train CSVs; 10. --resume
+
+
+def _training(tiny_settings_dir: Path, **changes):
+    ms = settings.load("model", tiny_settings_dir)
+    ts = settings.apply_overrides(settings.load("training", tiny_settings_dir), changes)
+    return ms, ts
+
+
+@pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch"])
+def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, clip_corpus, tmp_path, fault):
+    from speechsr.training import Trainer, TrainingError
+    good = clip_corpus["train"].read_text().splitlines()
+    bad = tmp_path / "bad" / "train.csv"
+    bad.parent.mkdir()
+    text = {"missing clip": "\n".join(good[:2] + [good[2].replace(".hr.wav", "_gone.hr.wav")]) + "\n",
+            "empty": "", "header only": good[0] + "\n",
+            "fewer clips than a batch": "\n".join(good[:2]) + "\n"}[fault]
+    bad.write_text(text.replace("clips/", str(clip_corpus["train"].parent / "clips") + "/"))
+    ms, ts = _training(tiny_settings_dir, train_csv=str(bad))
+    with pytest.raises(TrainingError) as e:
+        Trainer(ms, ts)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
+
+
+@pytest.mark.slow
+def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings_dir, clip_corpus, tmp_path):
+    bad = tmp_path / "header_only.csv"
+    bad.write_text(clip_corpus["train"].read_text().splitlines()[0] + "\n")
+    r = script(str(ROOT / "train.py"), "--settings", str(tiny_settings_dir), "--train-csv", str(bad), cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "lists no clips" in r.stderr
+    assert not (tmp_path / "models" / "tiny").exists()
+
+
+def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_path):
+    from speechsr.training import Trainer, TrainingError
+    ms, ts = _training(tiny_settings_dir)
+    run = tmp_path / "models" / "tiny"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "settings").mkdir()
+    (run / "settings" / "model_settings.json").write_text(json.dumps(settings.to_json(ms)))
+    saved = {**settings.to_json(ts), "learning_rate": ts.learning_rate / 10}
+    (run / "settings" / "training_settings.json").write_text(json.dumps(saved))
+    with pytest.raises(TrainingError, match="learning_rate") as e:
+        Trainer(ms, ts, resume=True)
+    assert "--settings" in str(e.value)
+    assert json.loads((run / "settings" / "training_settings.json").read_text()) == saved  # not overwritten
+
+
+# ------------------------------------------------------------------ upsampling: a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """(model path, model settings) of a tiny untrained U-Net."""
+    from speechsr import model_io
+    from speechsr.model import build_model
+    ms = settings.apply_overrides(settings.load("model"), {"num_blocks": 2, "first_filters": 8, "filter_cap": 16})
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model_io.save_model(build_model(ms), path, ms)
+    return path, ms
+
+
+def low_res_file(path: Path, seconds: float, seed: int = 0) -> Path:
+    x = audio.sox_downsample(speech_like(seconds, seed=seed), SR, 4000)
+    sf.write(path, x, 4000, subtype="PCM_16")
+    return path
+
+
+UPSAMPLE = str(ROOT / "upsample_audio_file.py")
+
+
+# ------------------------------------------------------------------ 6. full disk while upsampling
+
+
+@pytest.mark.slow
+def test_full_disk_while_upsampling_a_folder_reports_each_file_and_goes_on(tiny_model, tmp_path, small_disk):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        low_res_file(inputs / f"f{i}.wav", 1.0, seed=i)  # 32 KB of 16 kHz PCM_16 output each
+    disk = small_disk(48)
+    r = script(UPSAMPLE, str(inputs), "-o", str(disk), "--model", str(tiny_model[0]), "-q")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3 and "2 of 3 files failed" in errors[-1]  # one line per file, and a total
+    for line, name in zip(errors, ("f1_upsampled.wav", "f2_upsampled.wav")):
+        assert str(disk / name) in line and "no space left on device" in line
+    assert sorted(p.name for p in disk.iterdir()) == ["f0_upsampled.wav"]  # complete, no .part left
+    assert sf.info(disk / "f0_upsampled.wav").frames == 16000
+
+
+# ------------------------------------------------------------------ 7. broken model files
+
+
+@pytest.mark.parametrize("fault", ["empty sidecar object", "invalid sidecar JSON", "truncated .keras"])
+def test_broken_model_files_are_named_with_the_cause(tiny_model, tmp_path, fault):
+    from speechsr import model_io
+    src, _ = tiny_model
+    path = tmp_path / "m.keras"
+    data = src.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if fault == "truncated .keras" else data)
+    side = {"empty sidecar object": "{}", "invalid sidecar JSON": '{"model_settings": ',
+            "truncated .keras": src.with_suffix(".json").read_text()}[fault]
+    path.with_suffix(".json").write_text(side)
+    with pytest.raises(ValueError) as e:
+        model_io.load_model(path)
+    msg = str(e.value)
+    named = path if fault == "truncated .keras" else path.with_suffix(".json")
+    assert msg.startswith(f"{named}: ") and "\n" not in msg
+    assert {"empty sidecar object": "no 'model_settings'", "invalid sidecar JSON": "not valid JSON",
+            "truncated .keras": "truncated or corrupt"}[fault] in msg
+    assert "File not found" not in msg
+
+
+# ------------------------------------------------------------------ 8. window bound; 10. output checks
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--window-seconds", "1e9"], "window_seconds 1e+09 is too long"),
+    (["-o", "out.mp3"], "out.mp3: cannot write '.mp3' files"),
+    (["--plot", "/nonexistent-folder/fig.png"], "/nonexistent-folder/fig.png: cannot write the figure"),
+])
+def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, expected):
+    src = low_res_file(tmp_path / "call.wav", 0.5)
+    r = script(UPSAMPLE, str(src), "--model", str(tmp_path / "absent.keras"), *flags, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and expected in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.wav"]  # nothing written
+
+
+def test_upsampler_bounds_its_window(tiny_model):
+    from speechsr.inference import Upsampler
+    with pytest.raises(ValueError, match="too long"):
+        Upsampler(None, tiny_model[1], window_seconds=1e9, overlap_seconds=0.1, batch_size=1)
+
+
+# ------------------------------------------------------------------ 9. NaN input, leaking warnings
+
+
+def test_nan_input_is_named_and_short_reference_warns_once_without_library_warnings(tiny_model, tmp_path, caplog):
+    import warnings
+    from speechsr.inference import load_upsampler, reference_mode, upsample_file
+    up = settings.load("upsampling")
+    upsampler = load_upsampler(tiny_model[0], up)
+    x = np.full(4000, 0.1, np.float32)
+    x[1234] = np.nan
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, x, 4000, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=f"^{bad}: contains NaN or infinite samples$"):
+        upsample_file(bad, tmp_path / "out.wav", upsampler)
+    assert not list(tmp_path.glob("*out*"))
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(400, np.float32), SR, subtype="PCM_16")  # silent and shorter than an FFT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy/scipy/librosa warning would leak to the terminal
+        res = reference_mode(short, upsampler)
+    assert set(res["metrics"]) == {"model", "sinc", "spline"}
+    assert "shorter than one 2048-sample LSD frame" in caplog.text
+
+
+# ------------------------------------------------------------------ 10. interruptions, stale temporaries
+
+
+@pytest.mark.slow
+def test_sigterm_while_upsampling_is_one_line_and_leaves_nothing(tiny_model, tmp_path):
+    src = low_res_file(tmp_path / "long.wav", 1.0)
+    x, _ = sf.read(src, dtype="float32")
+    sf.write(src, np.tile(x, 900), 4000, subtype="PCM_16")  # 15 minutes
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, UPSAMPLE, str(src), "-o", str(out / "long.wav"),
+                             "--model", str(tiny_model[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".long.*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    assert not list(out.iterdir())
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = audio._host()
+    stale = tmp_path / f".song.{host}-pid{dead.pid}.k3j9.part.wav"
+    stale.write_bytes(b"half a file")
+    running = tmp_path / f".other.{host}-pid{os.getpid()}.x1.part.wav"  # a live writer's: kept
+    running.write_bytes(b"in progress")
+    remote = tmp_path / f".song.{host}x-pid{dead.pid}.k3j9.part.wav"  # another machine's: kept
+    remote.write_bytes(b"in progress elsewhere")
+    audio.write_audio(tmp_path / "song.wav", np.zeros(100, np.float32), SR)
+    assert not stale.exists() and running.exists() and remote.exists() and (tmp_path / "song.wav").is_file()
+
+
+def test_truncated_wav_is_read_with_a_warning(tmp_path, caplog):
+    full = tmp_path / "full.wav"
+    sf.write(full, speech_like(3.0, seed=9), SR, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "corpus" / "cut.wav"
+    cut.parent.mkdir()
+    cut.write_bytes(data[:len(data) // 2])
+    x, _ = audio.read_audio(cut)
+    assert abs(len(x) - 1.5 * SR) < 100 and "cut.wav: truncated" in caplog.text
+    s = splice_corpus(data_settings(cut.parent, tmp_path / "out"), jobs=1, progress=False)
+    assert s.processed == 1 and "truncated" in s.warnings[0]["warning"]
+    info = json.loads((tmp_path / "out" / "data_info.json").read_text())
+    assert info["warnings"][0]["recording_id"] == "cut"
+
+
+def test_unreadable_file_says_permission_denied(tmp_path):
+    if os.geteuid() != 0:
+        f = tmp_path / "locked.wav"
+        sf.write(f, np.zeros(100, np.float32), SR)
+        f.chmod(0)
+        with pytest.raises(audio.AudioError) as e:
+            audio.audio_info(f)
+        assert str(e.value) == f"{f}: cannot open (permission denied)"
+        return
+    # root reads anything: check in a forked child that has become an ordinary user, on a file
+    # in a folder it can search (pytest's tmp_path lies in a folder private to root)
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        f = Path(folder) / "locked.wav"
+        sf.write(f, np.zeros(100, np.float32), SR)
+        f.chmod(0)
+        msg = _audio_info_as_nobody(f)
+    assert msg == f"{f}: cannot open (permission denied)"
+
+
+def _audio_info_as_nobody(f: Path) -> str:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on
+        try:
+            os.setuid(65534)
+            audio.audio_info(f)
+            os.write(write, b"read it")
+        except BaseException as e:  # noqa: BLE001
+            os.write(write, str(e).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    msg = os.read(read, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    return msg
+
+
+def test_evaluation_mean_uses_the_same_rows_for_snr_and_lsd():
+    from speechsr import evaluation
+
+    def row(name, snr, lsd):
+        r = {"file": name, "duration_s": 1.0, "model_seconds": 0.1}
+        for m in evaluation.METHODS:
+            r.update({f"{m}_{k}": 0.5 for k in evaluation.SPECTRAL}, **{f"{m}_snr": snr, f"{m}_lsd": lsd})
+        return r
+
+    s = evaluation.summary([row("a", 10.0, 1.0), row("b", float("inf"), 3.0), row("c", 20.0, float("nan"))])
+    assert s["model_snr"] == 10.0 and s["model_lsd"] == 1.0  # rows b and c left out of both
+    assert s["model_snr_missing"] == 2 and s["model_lsd_missing"] == 2
+
+
+# ------------------------------------------------------------------ 5. one path rule for every script
+
+
+def test_evaluate_resolves_the_settings_test_csv_against_the_project_root(tmp_path):
+    cfg = tmp_path / "settings"
+    cfg.mkdir()
+    for name in ("model", "upsampling", "training"):
+        (cfg / f"{name}_settings.json").write_text((ROOT / "settings" / f"{name}_settings.json").read_text())
+    raw = json.loads((ROOT / "settings" / "data_settings.json").read_text())
+    raw["output_dir"] = "data/no-such-split-for-this-test"
+    (cfg / "data_settings.json").write_text(json.dumps(raw))
+    r = script(str(ROOT / "evaluate.py"), "--settings", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{ROOT / 'data' / 'no-such-split-for-this-test' / 'test.csv'}: test CSV not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_is_one_line_and_resumable(tiny_settings_dir, tmp_path):
+    run = tmp_path / "models" / "tiny"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--settings", str(tiny_settings_dir),
+                             "--epochs", "50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "checkpoint").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: add --resume")
+    assert not list(run.rglob("*.part*"))
