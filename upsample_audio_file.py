@@ -92,11 +92,15 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
         if dest.resolve() == f.resolve():
             raise ValueError(f"{dest}: output would overwrite the input")
         check_output_format(dest)  # '-o out.mp3' is refused, not written as WAV bytes
-    if args.plot:  # fail now, not after the upsampling
+    if args.plot:  # fail now, not after the upsampling; a missing folder is made, as for outputs
         plot_dir = Path(args.plot).parent
-        if not plot_dir.is_dir() or not os.access(plot_dir, os.W_OK):
-            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir} "
-                             f"{'is not writable' if plot_dir.is_dir() else 'does not exist'})")
+        try:
+            plot_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir}: "
+                             f"{e.strerror or e})") from None
+        if not os.access(plot_dir, os.W_OK):
+            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir} is not writable)")
     for folder in sorted({d.parent for _, d in pairs}):
         try:
             folder.mkdir(parents=True, exist_ok=True)

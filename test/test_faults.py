@@ -317,7 +317,7 @@ def test_broken_model_files_are_named_with_the_cause(tiny_model, tmp_path, fault
 @pytest.mark.parametrize("flags, expected", [
     (["--window-seconds", "1e9"], "window_seconds 1e+09 is too long"),
     (["-o", "out.mp3"], "out.mp3: cannot write '.mp3' files"),
-    (["--plot", "/nonexistent-folder/fig.png"], "/nonexistent-folder/fig.png: cannot write the figure"),
+    (["--plot", "call.wav/fig.png"], "call.wav/fig.png: cannot write the figure"),  # a file, not a folder
 ])
 def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, expected):
     src = low_res_file(tmp_path / "call.wav", 0.5)
