@@ -24,6 +24,16 @@ import tensorflow as tf
 LOG_EPS = 1e-5
 
 
+def _conv_stack(convs: list, post: keras.layers.Layer, h: tf.Tensor) -> tuple:
+    """``convs`` with leaky ReLU (0.1), then ``post``: ``(logits, [every layer's output])``."""
+    features = []
+    for conv in convs:
+        h = tf.nn.leaky_relu(conv(h), 0.1)
+        features.append(h)
+    logits = post(h)
+    return logits, features + [logits]
+
+
 @keras.saving.register_keras_serializable(package="speechsr")
 class PeriodDiscriminator(keras.layers.Layer):
     """Waveform ``[batch, time, 1]`` folded by ``period`` samples -> ``(logits, features)``."""
@@ -40,14 +50,7 @@ class PeriodDiscriminator(keras.layers.Layer):
         time = tf.shape(x)[1]
         pad = (-time) % self.period
         x = tf.pad(x, [[0, 0], [0, pad], [0, 0]], mode="REFLECT")
-        h = tf.reshape(x, [tf.shape(x)[0], -1, self.period, 1])
-        features = []
-        for conv in self.convs:
-            h = tf.nn.leaky_relu(conv(h), 0.1)
-            features.append(h)
-        logits = self.post(h)
-        features.append(logits)
-        return logits, features
+        return _conv_stack(self.convs, self.post, tf.reshape(x, [tf.shape(x)[0], -1, self.period, 1]))
 
     def get_config(self):
         return {**super().get_config(), "period": self.period, "channels": self.channels}
@@ -66,14 +69,7 @@ class SpectrogramDiscriminator(keras.layers.Layer):
 
     def call(self, x):
         spec = tf.abs(tf.signal.stft(x[..., 0], self.n_fft, self.hop, self.n_fft, window_fn=tf.signal.hann_window))
-        h = tf.math.log(spec + LOG_EPS)[..., None]
-        features = []
-        for conv in self.convs:
-            h = tf.nn.leaky_relu(conv(h), 0.1)
-            features.append(h)
-        logits = self.post(h)
-        features.append(logits)
-        return logits, features
+        return _conv_stack(self.convs, self.post, tf.math.log(spec + LOG_EPS)[..., None])
 
     def get_config(self):
         return {**super().get_config(), "n_fft": self.n_fft, "hop": self.hop, "channels": self.channels}

@@ -52,7 +52,7 @@ def _score_perceptual(index: int, reference: np.ndarray, outputs: dict, rate: in
     for method, y_hat in outputs.items():
         for k, v in metrics.perceptual(reference, y_hat, rate).items():
             row[f"{method}_{k}"] = v
-    row["reference_p808"] = metrics._guarded(metrics.dnsmos_p808, reference, rate)
+    row["reference_p808"] = metrics.guarded(metrics.dnsmos_p808, reference, rate)
     return index, row
 
 
@@ -211,7 +211,7 @@ def pick_listening_files(rows: list[dict], first: int = 3, worst: int = 3) -> li
     gains = [(r[f"model_{key}"] - r[f"sinc_{key}"], i) for i, r in enumerate(rows)
              if math.isfinite(r[f"model_{key}"] - r[f"sinc_{key}"])]
     for _, i in sorted(gains):
-        if len(picked) >= len(range(min(first, len(rows)))) + worst:
+        if len(picked) >= min(first, len(rows)) + worst:
             break
         if i not in picked:
             picked.append(i)

@@ -165,7 +165,7 @@ def dnsmos_p808(x: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
     return float(dnsmos.run((DNSMOS_PEAK * x / peak).astype(np.float32), rate)["p808_mos"])
 
 
-def _guarded(fn, *args) -> float:
+def guarded(fn, *args) -> float:
     """``fn(*args)``, or NaN when the metric cannot score the signal (too short, silent)."""
     try:
         with warnings.catch_warnings():
@@ -178,5 +178,5 @@ def _guarded(fn, *args) -> float:
 
 def perceptual(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> dict:
     """``{"visqol", "stoi", "p808"}`` of ``y_hat`` against ``y``; NaN where a metric cannot score."""
-    return {"visqol": _guarded(visqol, y, y_hat, rate), "stoi": _guarded(stoi, y, y_hat, rate),
-            "p808": _guarded(dnsmos_p808, y_hat, rate)}
+    return {"visqol": guarded(visqol, y, y_hat, rate), "stoi": guarded(stoi, y, y_hat, rate),
+            "p808": guarded(dnsmos_p808, y_hat, rate)}
