@@ -123,18 +123,14 @@ def resampled_blocks(x: np.ndarray, rate: int, to_rate: int, block_seconds: floa
     (``int(block_seconds * rate)`` samples per block, soxr ResampleStream VHQ), so an array
     and the file holding it give the same samples.
     """
-    import soxr
-    frames = max(1, int(block_seconds * rate))
-    stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="VHQ") if rate != to_rate else None
-    for start in itertools.count(0, frames):
-        block = x[start:start + frames]
-        last = block.shape[0] < frames
-        if stream is not None:
-            block = stream.resample_chunk(block, last=last)
-        if block.size:
-            yield block
-        if last:
-            return
+    from speechsr import audio  # soundfile/soxr only when arrays are upsampled
+    cursor = itertools.count(0)
+
+    def read(n: int) -> np.ndarray:
+        start = next(cursor) * n
+        return x[start:start + n]
+
+    return audio.resampled_blocks(read, max(1, int(block_seconds * rate)), rate, to_rate)
 
 
 def load_model(name_or_path: str | os.PathLike = PRETRAINED,

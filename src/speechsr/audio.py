@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -164,6 +164,26 @@ def read_audio(path: str | os.PathLike, rate: int | None = None,
     return x, file_rate
 
 
+def resampled_blocks(read: Callable[[int], np.ndarray], frames: int, rate: int, to_rate: int
+                     ) -> Iterator[np.ndarray]:
+    """Blocks ``[time]`` at ``to_rate`` Hz from ``read(frames)`` (mono float32 at ``rate`` Hz).
+
+    ``read`` returning fewer than ``frames`` samples marks the end. Resampling is one soxr
+    ResampleStream (VHQ) across blocks, so memory stays bounded by one block; empty blocks are
+    not yielded. Files, pipes and arrays are all cut and resampled by this one loop.
+    """
+    stream = soxr.ResampleStream(rate, to_rate, 1, dtype="float32", quality="VHQ") if rate != to_rate else None
+    while True:
+        x = read(frames)
+        last = x.shape[0] < frames
+        if stream is not None:
+            x = stream.resample_chunk(x, last=last)
+        if x.size:
+            yield x
+        if last:
+            return
+
+
 def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int | None = None
                       ) -> Iterator[np.ndarray]:
     """Stream ``path`` as mono float32 blocks ``[time]`` of about ``block_seconds``.
@@ -176,25 +196,19 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int |
     info = audio_info(path)
     _warn_truncated(info)
     frames = max(1, int(block_seconds * info.samplerate))
-    stream = None
-    if rate is not None and rate != info.samplerate:
-        stream = soxr.ResampleStream(info.samplerate, rate, 1, dtype="float32", quality="VHQ")
     warned = False
+
+    def read(f, n):
+        nonlocal warned
+        x = _to_mono(f.read(n, dtype="float32", always_2d=True), path, warn=not warned)
+        warned = True
+        if not np.all(np.isfinite(x)):
+            raise AudioError(f"{path}: contains NaN or infinite samples")
+        return x
+
     try:
         with sf.SoundFile(str(path)) as f:
-            while True:
-                data = f.read(frames, dtype="float32", always_2d=True)
-                last = data.shape[0] < frames
-                x = _to_mono(data, path, warn=not warned)
-                warned = True
-                if not np.all(np.isfinite(x)):
-                    raise AudioError(f"{path}: contains NaN or infinite samples")
-                if stream is not None:
-                    x = stream.resample_chunk(x, last=last)
-                if x.size:
-                    yield x
-                if last:
-                    return
+            yield from resampled_blocks(lambda n: read(f, n), frames, info.samplerate, rate or info.samplerate)
     except AudioError:
         raise
     except Exception as e:

@@ -30,7 +30,6 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from speechsr import audio, bandlimit
 from speechsr.inference import new_stream_counts, stream_to_writer
@@ -68,23 +67,14 @@ def stream_frames(f: sf.SoundFile) -> int | None:
 
 def read_blocks(f: sf.SoundFile, block_seconds: float, rate: int) -> Iterator[np.ndarray]:
     """Mono float32 blocks ``[time]`` at ``rate`` Hz from an open stream, read as they arrive."""
-    frames = max(1, int(block_seconds * f.samplerate))
-    resampler = None
-    if f.samplerate != rate:
-        resampler = soxr.ResampleStream(f.samplerate, rate, 1, dtype="float32", quality="VHQ")
-    while True:
+    def read(n: int) -> np.ndarray:
         try:
-            data = f.read(frames, dtype="float32", always_2d=True)
+            data = f.read(n, dtype="float32", always_2d=True)
         except Exception as e:
             raise audio.AudioError(f"<stdin>: read failed ({audio._describe(e)})") from None
-        last = data.shape[0] < frames
-        x = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], dtype=np.float32)
-        if resampler is not None:
-            x = resampler.resample_chunk(x, last=last)
-        if x.size:
-            yield x
-        if last:
-            return
+        return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], dtype=np.float32)
+
+    return audio.resampled_blocks(read, max(1, int(block_seconds * f.samplerate)), f.samplerate, rate)
 
 
 class WavPipeWriter:
