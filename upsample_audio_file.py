@@ -121,7 +121,7 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
         ref, rate = res["signals"]["reference"], upsampler.output_rate
         for m, scores in res["metrics"].items():
             scores.update(metrics.perceptual(ref, res["signals"][m], rate))
-        res["metrics"]["reference"] = {"p808": metrics.perceptual(ref, ref, rate)["p808"]}
+        res["metrics"]["reference"] = {"p808": metrics.guarded(metrics.dnsmos_p808, ref, rate)}
     subtype = output_subtype(src, dest, up.output_subtype)
     y = res["signals"]["model"]
     audio.write_audio(dest, y if subtype == "FLOAT" else np.clip(y, -1, 1), upsampler.output_rate, subtype)

@@ -247,6 +247,10 @@ class Trainer:
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
             return loss
 
+        return self._distributed(replica_step)
+
+    def _distributed(self, replica_step):
+        """``replica_step(lr, hr)`` run on every replica as one tf.function; results summed over replicas."""
         @tf.function(jit_compile=False)
         def step(batch):
             per_replica = self.strategy.run(replica_step, args=batch)
@@ -284,12 +288,7 @@ class Trainer:
             self.optimizer.apply_gradients(zip(g_grads, g_vars))
             return tf.stack([g_total, d_total, average(adv), average(fm)])
 
-        @tf.function(jit_compile=False)
-        def step(batch):
-            per_replica = self.strategy.run(replica_step, args=batch)
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-        return step
+        return self._distributed(replica_step)
 
     def _step(self, batch) -> float:
         """Run one training step on ``batch``; returns the generator's loss (GAN terms tallied apart)."""
