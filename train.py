@@ -19,7 +19,7 @@ import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
-from speechsr.cli import close_progress_bars, stop_on_sigterm
+from speechsr.cli import close_progress_bars, interrupted, stop_on_sigterm
 
 
 def parse_args(argv=None):
@@ -66,13 +66,15 @@ def main(argv=None) -> int:
             return 0
         trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
         record = trainer.fit()
-    except (settings.SettingsError, TrainingError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        close_progress_bars()  # else a bar redraws itself after the message at exit
-        print("\ninterrupted: add --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        if interrupted(e):
+            close_progress_bars()  # else a bar redraws itself after the message at exit
+            print("\ninterrupted: add --resume to continue from the last checkpoint", file=sys.stderr)
+            return 130
+        if isinstance(e, (settings.SettingsError, TrainingError, ValueError, OSError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
     print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0

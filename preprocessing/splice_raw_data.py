@@ -15,7 +15,7 @@ import os
 import sys
 
 from speechsr import settings
-from speechsr.cli import stop_on_sigterm
+from speechsr.cli import interrupted, stop_on_sigterm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,15 +48,17 @@ def main(argv=None) -> int:
             "start_time": args.start_time, "end_time": args.end_time,
             "splice_duration": args.splice_duration})["data"]
         s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
-    except WriteError as e:
-        print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
-        return 2
-    except (settings.SettingsError, CorpusError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun to continue (complete recordings are kept)", file=sys.stderr)
-        return 130
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        if interrupted(e):
+            print("interrupted: rerun to continue (complete recordings are kept)", file=sys.stderr)
+            return 130
+        if isinstance(e, WriteError):
+            print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
+            return 2
+        if isinstance(e, (settings.SettingsError, CorpusError, ValueError, OSError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
     print(f"recordings: {s.found} found, {s.processed} processed, {s.reused} reused, "
           f"{len(s.skipped)} skipped")
     for sk in s.skipped[:10]:

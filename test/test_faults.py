@@ -491,3 +491,12 @@ def test_ctrl_c_in_training_is_one_line_and_resumable(tiny_settings_dir, tmp_pat
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: add --resume")
     assert not list(run.rglob("*.part*"))
+
+
+def test_an_error_raised_after_sigterm_counts_as_the_interruption(monkeypatch):
+    from speechsr import cli
+    monkeypatch.setattr(cli, "_signalled", False)
+    assert cli.interrupted(KeyboardInterrupt()) and not cli.interrupted(TypeError("x"))
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGTERM, None)
+    assert cli.interrupted(TypeError("raised by a C extension while the handler ran"))

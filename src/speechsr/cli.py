@@ -30,13 +30,28 @@ from pathlib import Path
 import speechsr
 from speechsr import settings
 
+_signalled = False
+
+
 def _interrupt(signum, frame):
+    global _signalled
+    _signalled = True
     raise KeyboardInterrupt
 
 
 def stop_on_sigterm() -> None:
     """Make SIGTERM stop the process like Ctrl-C (KeyboardInterrupt), so temporary files are removed."""
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether ``error`` ended the run because of Ctrl-C or SIGTERM.
+
+    True for a KeyboardInterrupt, and for any exception raised after SIGTERM arrived: a signal that
+    lands inside a C extension (TensorFlow's nest flattening does this) can surface as that
+    extension's own error, e.g. a TypeError, instead of the KeyboardInterrupt the handler raised.
+    """
+    return isinstance(error, KeyboardInterrupt) or _signalled
 
 
 def close_progress_bars() -> None:
