@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def speechlike(seconds: float, rate: int, seed: int):
-    """Harmonic voice with vibrato and a syllable envelope, plus noise bursts (float32)."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 130 + rng.uniform(-25, 25) + 25 * np.sin(2 * np.pi * 0.7 * t) + 4 * np.sin(2 * np.pi * 5.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    x = sum(np.sin(k * phase) / k for k in range(1, 40))
-    x *= 0.55 + 0.45 * np.sin(2 * np.pi * 3.3 * t) ** 2
-    x += rng.normal(0, 0.3, len(t)) * (np.sin(2 * np.pi * 1.7 * t) > 0.9)
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
+    """The tests' speech-like signal (test/conftest.py ``speech_like``), float32 [time]."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+    from conftest import speech_like
+    return speech_like(seconds, rate, seed)
 
 
 def make_corpus(folder: Path, n: int, seconds: float, rate: int = 16000) -> None:

@@ -66,21 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def write_test_audio(path: Path, seconds: float, rate: int, block_seconds: float = 10.0) -> None:
-    """Speech-like audio (gliding harmonics, syllable envelope, noise bursts) written in blocks."""
-    import numpy as np
+    """The tests' speech-like signal (test/conftest.py ``speech_like``), written block by block
+    (one seed per block) so that memory stays bounded for long files."""
     import soundfile as sf
-    rng = np.random.default_rng(0)
-    n, step, phase = int(seconds * rate), int(block_seconds * rate), 0.0
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+    from conftest import speech_like
+    n, step = int(seconds * rate), int(block_seconds * rate)
     with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16") as f:
-        for a in range(0, n, step):
-            t = np.arange(a, min(n, a + step)) / rate
-            f0 = 160 + 40 * np.sin(2 * np.pi * 0.7 * t)
-            ph = phase + 2 * np.pi * np.cumsum(f0) / rate
-            phase = ph[-1]
-            voiced = sum(np.sin(k * ph) / k for k in range(1, rate // 400))
-            env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
-            x = 0.08 * env * voiced + 0.02 * rng.normal(size=t.size) * (np.sin(2 * np.pi * 1.3 * t) > 0.7)
-            f.write(np.clip(x, -1, 1).astype(np.float32))
+        for i, a in enumerate(range(0, n, step)):
+            f.write(speech_like(min(n - a, step) / rate, rate, seed=i))
 
 
 def load(args):

@@ -1,9 +1,23 @@
-"""Shared fixtures: tiny model/training settings and a tiny generated clip-pair corpus."""
+"""Shared test helpers: the signal generator (also used by benchmarks/), tiny model settings and
+one session-wide tiny model, a tiny generated clip-pair corpus, and the two ways to run a script:
+:func:`run_script` (a fresh Python process: one smoke test per script, and what needs a real
+process) and the ``script_main`` fixture (the script's ``main(argv)`` in this process: error paths).
+
+Tests marked ``slow`` (killing processes, tf.distribute, the wheel install, perceptual metrics in
+worker processes) are skipped unless ``--slow`` is given, ``-m`` selects markers, or ``CI`` is set
+(``.ci/run``, on CI machines that set ``CI=true``).
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +28,26 @@ from speechsr import audio, settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+# ------------------------------------------------------------------ the slow marker
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run tests marked slow (CI=true in the environment does the same)")
+
+
+def pytest_collection_modifyitems(config, items):
+    ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if config.getoption("--slow") or config.getoption("markexpr") or ci:
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow (or -m slow); CI runs them")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+# ------------------------------------------------------------------ signals
 
 
 def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -34,10 +68,106 @@ def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
     return (0.6 * x / np.max(np.abs(x))).astype(np.float32)
 
 
+# ------------------------------------------------------------------ models
+
 def tiny_model_settings(**changes) -> settings.ModelSettings:
     base = settings.load("model", PROJECT_ROOT / "settings")
     tiny = {"num_blocks": 2, "first_filters": 8, "filter_cap": 16, "kernel_sizes": [9], "interpolation_taps": 8}
     return settings.apply_overrides(base, {**tiny, **changes})
+
+
+def perturbed_model(s: settings.ModelSettings, seed: int):
+    """A freshly built model of settings ``s`` with N(0, 0.05) noise on every weight, so that a seam,
+    an edge effect or a runtime difference shows (untrained, the model is plain sinc interpolation)."""
+    from speechsr.model import build_model
+    model = build_model(s)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32))
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyModel:
+    """The session's tiny model: its settings, the perturbed Keras model and where it is saved
+    (``tiny.keras`` + ``tiny.json`` sidecar, no LiteRT export beside it: copy it before exporting)."""
+    settings: settings.ModelSettings
+    model: object
+    path: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> TinyModel:
+    from speechsr import model_io
+    s = tiny_model_settings()
+    model = perturbed_model(s, seed=1)
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.keras"
+    model_io.save_model(model, path, s)
+    return TinyModel(s, model, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_exported(tiny_model, tmp_path_factory) -> Path:
+    """A copy of the tiny model with its float32 LiteRT export beside it (``runtime="lite"``)."""
+    from speechsr.export import export_model
+    path = tmp_path_factory.mktemp("tiny_exported") / "tiny.keras"
+    for suffix in (".keras", ".json"):
+        path.with_suffix(suffix).write_bytes(tiny_model.path.with_suffix(suffix).read_bytes())
+    res = export_model(path)
+    assert res["written"] and res["snr_db"] >= 60
+    return path
+
+
+# ------------------------------------------------------------------ scripts
+
+def run_script(script: str | os.PathLike, *args, cwd=PROJECT_ROOT, timeout: float = 300, text: bool = True,
+               **kwargs) -> subprocess.CompletedProcess:
+    """Run ``script`` (a path relative to the project root, or absolute) with ``args`` in a fresh
+    Python process; output captured (text unless ``text=False``)."""
+    path = Path(script) if Path(script).is_absolute() else PROJECT_ROOT / script
+    return subprocess.run([sys.executable, str(path), *map(str, args)], cwd=cwd, capture_output=True, text=text,
+                          timeout=timeout, **kwargs)
+
+
+@pytest.fixture()
+def script_main(capsys, monkeypatch):
+    """``script_main("train.py", *args, cwd=None)``: the script's ``main(argv)`` in this process ->
+    a CompletedProcess (returncode, stdout, stderr) as :func:`run_script` gives.
+
+    As in a fresh process: ``sys.argv[0]`` is the script's name, the script's own
+    ``logging.basicConfig`` takes effect (its log lines land in stderr), argparse exits become
+    return codes. The SIGTERM handler and logging set-up are restored afterwards.
+    """
+    from speechsr import cli
+
+    def call(script: str, *args, cwd=None) -> subprocess.CompletedProcess:
+        module = cli.load_script(script)
+        argv = [str(a) for a in args]
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", [Path(script).name, *argv])
+        root, ours = logging.getLogger(), logging.getLogger("speechsr")
+        saved = root.handlers[:], root.level, ours.level, signal.getsignal(signal.SIGTERM)
+        root.handlers = []  # the script's basicConfig sets up its stderr handler, as in a fresh process
+        capsys.readouterr()
+        try:
+            code = module.main(argv)
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            for handler in root.handlers:
+                handler.flush()
+            root.handlers = saved[0]
+            root.setLevel(saved[1])
+            ours.setLevel(saved[2])
+            signal.signal(signal.SIGTERM, saved[3])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([Path(script).name, *argv], code, out, err)
+
+    return call
+
+
+# ------------------------------------------------------------------ clip corpora
 
 
 def write_clip_corpus(root: Path, n_recordings: int = 4, clips_per_recording: int = 3,

@@ -10,24 +10,16 @@ import pytest
 import soundfile as sf
 
 import speechsr
-from conftest import PROJECT_ROOT, speech_like, tiny_model_settings
-from speechsr import api, model_io, settings
-from speechsr.model import build_model
+from conftest import PROJECT_ROOT, speech_like
+from speechsr import api, cli, settings
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny perturbed model on disk and upsampling settings with short windows and blocks."""
-    s = tiny_model_settings()
-    model = build_model(s)
-    rng = np.random.default_rng(3)
-    for w in model.weights:
-        w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32))
-    path = tmp_path_factory.mktemp("api") / "tiny.keras"
-    model_io.save_model(model, path, s)
+def tiny(tiny_model):
+    """The session's tiny model on disk and upsampling settings with short windows and blocks."""
     up = settings.apply_overrides(settings.load("upsampling"), {
         "window_seconds": 0.512, "overlap_seconds": 0.128, "batch_size": 3, "block_seconds": 0.3})
-    return path, up
+    return tiny_model.path, up
 
 
 @pytest.mark.parametrize("rate, channels", [(4000, 1), (8000, 2), (11025, 1)])
@@ -74,19 +66,33 @@ def test_pretrained_resolves_the_shipped_model():
     assert not settings.INSTALLED and settings.DEFAULT_SETTINGS_DIR == PROJECT_ROOT / "settings"
 
 
-def run(*args):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
-
-
-def test_import_is_light_and_the_command_dispatches_to_the_scripts():
-    proc = run("-c", "import sys, speechsr; speechsr.__dir__(); "
-                     "assert not {'tensorflow', 'keras', 'numpy'} & set(sys.modules), sorted(sys.modules)")
+def test_import_is_light_and_the_command_runs_as_a_process():
+    code = ("import sys, speechsr; speechsr.__dir__(); "
+            "assert not {'tensorflow', 'keras', 'numpy'} & set(sys.modules), sorted(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    proc = run("-m", "speechsr", "--version")
-    assert proc.returncode == 0 and proc.stdout.startswith(f"speechsr {speechsr.__version__}\nmodel: pretrained ")
-    proc = run("-m", "speechsr", "upsample", "--help")
-    assert proc.returncode == 0 and proc.stdout.startswith("usage: speechsr upsample [-h] [-o OUTPUT]")
-    proc = run("-m", "speechsr", "split", "--by", "nonsense")
-    assert proc.returncode == 2 and "speechsr split: error: argument --by" in proc.stderr
-    proc = run("-m", "speechsr", "nonsense")
+    proc = subprocess.run([sys.executable, "-m", "speechsr", "nonsense"], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown command 'nonsense'")
+
+
+def speechsr_command(capsys, *argv) -> tuple[int, str, str]:
+    """``speechsr ARGV...`` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:  # argparse: --help, usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_command_dispatches_to_the_scripts(capsys):
+    code, out, _ = speechsr_command(capsys, "--version")
+    assert code == 0 and out.startswith(f"speechsr {speechsr.__version__}\nmodel: pretrained ")
+    code, out, _ = speechsr_command(capsys, "upsample", "--help")
+    assert code == 0 and out.startswith("usage: speechsr upsample [-h] [-o OUTPUT]")
+    code, _, err = speechsr_command(capsys, "split", "--by", "nonsense")
+    assert code == 2 and "speechsr split: error: argument --by" in err
+    code, _, err = speechsr_command(capsys, "nonsense")
+    assert code == 2 and err.startswith("error: unknown command 'nonsense'")

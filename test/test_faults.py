@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech_like
+from conftest import run_script, speech_like
 from speechsr import audio, settings, splicing
 from speechsr.splicing import read_manifest, splice_corpus
 
@@ -39,10 +39,6 @@ def settings_dir(tmp_path: Path, data: settings.DataSettings) -> Path:
     d.mkdir(exist_ok=True)
     (d / "data_settings.json").write_text(json.dumps(settings.to_json(data)))
     return d
-
-
-def script(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture()
@@ -82,13 +78,12 @@ def corpus(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------ 1. full disk while splicing
 
 
-@pytest.mark.slow
-def test_full_disk_while_splicing_stops_keeps_complete_work_and_resumes(corpus, tmp_path, small_disk):
+def test_full_disk_while_splicing_stops_keeps_complete_work_and_resumes(corpus, tmp_path, small_disk,
+                                                                          script_main):
     disk = small_disk(160)  # one recording's clips are about 80 KB: a few fit, six do not
     out = disk / "out"
     cfg = settings_dir(tmp_path, data_settings(corpus, out))
-    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--jobs", "1",
-               "--no-progress")
+    r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "no space left on device" in r.stderr and str(out) in r.stderr
@@ -97,8 +92,7 @@ def test_full_disk_while_splicing_stops_keeps_complete_work_and_resumes(corpus, 
     complete = [p for p in recs if read_manifest(p) is not None]
     assert complete and len(complete) == len(recs) < 6  # what is there is complete
     resize(disk, 4096)  # space freed: the rerun resumes
-    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--jobs", "1",
-               "--no-progress")
+    r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert f"{6 - len(complete)} processed, {len(complete)} reused, 0 skipped" in r.stdout
 
@@ -189,7 +183,7 @@ def test_kill_9_of_splice_script_takes_its_workers_along(corpus, tmp_path):
         if parent.poll() is None:
             parent.kill()
     # the rerun cleans what the killed run left and completes
-    r = script(str(ROOT / "preprocessing" / "splice_raw_data.py"), "--settings", str(cfg), "--no-progress")
+    r = run_script("preprocessing/splice_raw_data.py", "--settings", cfg, "--no-progress")
     assert r.returncode == 0 and "6 processed" in r.stdout, r.stderr
     assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
 
@@ -220,11 +214,11 @@ def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, cli
     assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
 
 
-@pytest.mark.slow
-def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings_dir, clip_corpus, tmp_path):
+def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings_dir, clip_corpus, tmp_path,
+                                                                     script_main):
     bad = tmp_path / "header_only.csv"
     bad.write_text(clip_corpus["train"].read_text().splitlines()[0] + "\n")
-    r = script(str(ROOT / "train.py"), "--settings", str(tiny_settings_dir), "--train-csv", str(bad), cwd=ROOT)
+    r = script_main("train.py", "--settings", tiny_settings_dir, "--train-csv", bad, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "lists no clips" in r.stderr
     assert not (tmp_path / "models" / "tiny").exists()
@@ -245,18 +239,7 @@ def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_p
     assert json.loads((run / "settings" / "training_settings.json").read_text()) == saved  # not overwritten
 
 
-# ------------------------------------------------------------------ upsampling: a tiny model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """(model path, model settings) of a tiny untrained U-Net."""
-    from speechsr import model_io
-    from speechsr.model import build_model
-    ms = settings.apply_overrides(settings.load("model"), {"num_blocks": 2, "first_filters": 8, "filter_cap": 16})
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model_io.save_model(build_model(ms), path, ms)
-    return path, ms
+# ------------------------------------------------------------------ upsampling: the tiny model (conftest)
 
 
 def low_res_file(path: Path, seconds: float, seed: int = 0) -> Path:
@@ -265,20 +248,20 @@ def low_res_file(path: Path, seconds: float, seed: int = 0) -> Path:
     return path
 
 
-UPSAMPLE = str(ROOT / "upsample_audio_file.py")
+UPSAMPLE = "upsample_audio_file.py"
 
 
 # ------------------------------------------------------------------ 6. full disk while upsampling
 
 
-@pytest.mark.slow
-def test_full_disk_while_upsampling_a_folder_reports_each_file_and_goes_on(tiny_model, tmp_path, small_disk):
+def test_full_disk_while_upsampling_a_folder_reports_each_file_and_goes_on(tiny_model, tmp_path, small_disk,
+                                                                            script_main):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(3):
         low_res_file(inputs / f"f{i}.wav", 1.0, seed=i)  # 32 KB of 16 kHz PCM_16 output each
     disk = small_disk(48)
-    r = script(UPSAMPLE, str(inputs), "-o", str(disk), "--model", str(tiny_model[0]), "-q")
+    r = script_main(UPSAMPLE, inputs, "-o", disk, "--model", tiny_model.path, "-q")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3 and "2 of 3 files failed" in errors[-1]  # one line per file, and a total
@@ -294,7 +277,7 @@ def test_full_disk_while_upsampling_a_folder_reports_each_file_and_goes_on(tiny_
 @pytest.mark.parametrize("fault", ["empty sidecar object", "invalid sidecar JSON", "truncated .keras"])
 def test_broken_model_files_are_named_with_the_cause(tiny_model, tmp_path, fault):
     from speechsr import model_io
-    src, _ = tiny_model
+    src = tiny_model.path
     path = tmp_path / "m.keras"
     data = src.read_bytes()
     path.write_bytes(data[:len(data) // 2] if fault == "truncated .keras" else data)
@@ -319,9 +302,9 @@ def test_broken_model_files_are_named_with_the_cause(tiny_model, tmp_path, fault
     (["-o", "out.mp3"], "out.mp3: cannot write '.mp3' files"),
     (["--plot", "call.wav/fig.png"], "call.wav/fig.png: cannot write the figure"),  # a file, not a folder
 ])
-def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, expected):
+def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, expected, script_main):
     src = low_res_file(tmp_path / "call.wav", 0.5)
-    r = script(UPSAMPLE, str(src), "--model", str(tmp_path / "absent.keras"), *flags, cwd=tmp_path)
+    r = script_main(UPSAMPLE, src, "--model", tmp_path / "absent.keras", *flags, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: ") and expected in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.wav"]  # nothing written
@@ -330,7 +313,7 @@ def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, e
 def test_upsampler_bounds_its_window(tiny_model):
     from speechsr.inference import Upsampler
     with pytest.raises(ValueError, match="too long"):
-        Upsampler(None, tiny_model[1], window_seconds=1e9, overlap_seconds=0.1, batch_size=1)
+        Upsampler(None, tiny_model.settings, window_seconds=1e9, overlap_seconds=0.1, batch_size=1)
 
 
 # ------------------------------------------------------------------ 9. NaN input, leaking warnings
@@ -340,7 +323,7 @@ def test_nan_input_is_named_and_short_reference_warns_once_without_library_warni
     import warnings
     from speechsr.inference import load_upsampler, reference_mode, upsample_file
     up = settings.load("upsampling")
-    upsampler = load_upsampler(tiny_model[0], up)
+    upsampler = load_upsampler(tiny_model.path, up)
     x = np.full(4000, 0.1, np.float32)
     x[1234] = np.nan
     bad = tmp_path / "nan.wav"
@@ -367,8 +350,8 @@ def test_sigterm_while_upsampling_is_one_line_and_leaves_nothing(tiny_model, tmp
     sf.write(src, np.tile(x, 900), 4000, subtype="PCM_16")  # 15 minutes
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, UPSAMPLE, str(src), "-o", str(out / "long.wav"),
-                             "--model", str(tiny_model[0])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / UPSAMPLE), str(src), "-o", str(out / "long.wav"),
+                             "--model", str(tiny_model.path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(out.glob(".long.*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -465,7 +448,7 @@ def test_evaluation_mean_uses_the_same_rows_for_snr_and_lsd():
 # ------------------------------------------------------------------ 5. one path rule for every script
 
 
-def test_evaluate_resolves_the_settings_test_csv_against_the_project_root(tmp_path):
+def test_evaluate_resolves_the_settings_test_csv_against_the_project_root(tmp_path, script_main):
     cfg = tmp_path / "settings"
     cfg.mkdir()
     for name in ("model", "upsampling", "training"):
@@ -473,7 +456,7 @@ def test_evaluate_resolves_the_settings_test_csv_against_the_project_root(tmp_pa
     raw = json.loads((ROOT / "settings" / "data_settings.json").read_text())
     raw["output_dir"] = "data/no-such-split-for-this-test"
     (cfg / "data_settings.json").write_text(json.dumps(raw))
-    r = script(str(ROOT / "evaluate.py"), "--settings", str(cfg), cwd=tmp_path)
+    r = script_main("evaluate.py", "--settings", cfg, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{ROOT / 'data' / 'no-such-split-for-this-test' / 'test.csv'}: test CSV not found" in r.stderr
 

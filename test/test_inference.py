@@ -1,41 +1,34 @@
 """Upsampling engine (windows, cross-fades, streaming), file I/O and the two scripts.
 
-Models are tiny (2 blocks, 8-16 filters) and built here; "perturbed" ones get random weight
-noise so that a seam or an edge effect would show.
+The model is the session's tiny one (conftest: 2 blocks, 8-16 filters, random weight noise so
+that a seam or an edge effect would show); the zero-residual one is the same untrained.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech_like
-from speechsr import audio, bandlimit, model_io, settings
+from conftest import run_script, speech_like
+from speechsr import audio, bandlimit
 from speechsr.inference import InputBandError, Upsampler, check_input_band, reference_mode, upsample_file
 from speechsr.model import build_model, required_multiple
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"num_blocks": 2, "first_filters": 8, "filter_cap": 16}
 
 
 @pytest.fixture(scope="module")
-def tiny_settings():
-    return settings.apply_overrides(settings.load("model"), TINY)
+def tiny_settings(tiny_model):
+    return tiny_model.settings
 
 
 @pytest.fixture(scope="module")
-def perturbed_model(tiny_settings):
-    model = build_model(tiny_settings)
-    rng = np.random.default_rng(1)
-    for w in model.weights:
-        w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32))
-    return model
+def perturbed_model(tiny_model):
+    return tiny_model.model
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +42,8 @@ def upsampler(perturbed_model, tiny_settings):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, perturbed_model, tiny_settings):
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model_io.save_model(perturbed_model, path, tiny_settings)
-    return path
+def model_path(tiny_model):
+    return tiny_model.path
 
 
 def whole_pass(model, x: np.ndarray, s) -> np.ndarray:
@@ -208,11 +199,7 @@ def test_reference_mode(tmp_path, upsampler):
     assert res["metrics"]["sinc"]["snr"] > 5  # sanity: the low band is most of the energy
 
 
-# ------------------------------------------------------------------ scripts
-
-def run_script(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
-
+# ------------------------------------------------------------------ scripts (main() in-process; one process run)
 
 def one_error_line(proc) -> str:
     lines = proc.stderr.strip().splitlines()
@@ -221,45 +208,40 @@ def one_error_line(proc) -> str:
     return lines[0]
 
 
-@pytest.mark.slow
-def test_cli_help():
-    for script in ("upsample_audio_file.py", "evaluate.py"):
-        proc = run_script(ROOT / script, "--help")
-        assert proc.returncode == 0 and "usage:" in proc.stdout
+@pytest.mark.parametrize("script", ["upsample_audio_file.py", "evaluate.py"])
+def test_cli_help(script, script_main):
+    proc = script_main(script, "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {script}") and "--model" in proc.stdout
 
 
-@pytest.mark.slow
-def test_cli_missing_model(tmp_path):
+def test_cli_missing_model(tmp_path, script_main):
     src = tmp_path / "low.wav"
     sf.write(src, speech_like(1.0, 4000), 4000)
-    line = one_error_line(run_script(ROOT / "upsample_audio_file.py", src, "--model", tmp_path / "none.keras"))
+    line = one_error_line(script_main("upsample_audio_file.py", src, "--model", tmp_path / "none.keras"))
     assert "train" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["low.wav"]
 
 
-@pytest.mark.slow
-def test_cli_corrupt_input(tmp_path, model_path):
+def test_cli_corrupt_input(tmp_path, model_path, script_main):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt junk that is not audio")
-    one_error_line(run_script(ROOT / "upsample_audio_file.py", bad, "--model", model_path))
+    one_error_line(script_main("upsample_audio_file.py", bad, "--model", model_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav"]
 
 
-@pytest.mark.slow
-def test_cli_rejects_broadband_input(tmp_path, model_path):
+def test_cli_rejects_broadband_input(tmp_path, model_path, script_main):
     src = tmp_path / "wide.wav"
     sf.write(src, speech_like(2.0, 16000), 16000)
-    line = one_error_line(run_script(ROOT / "upsample_audio_file.py", src, "--model", model_path))
+    line = one_error_line(script_main("upsample_audio_file.py", src, "--model", model_path))
     assert "already has content" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.wav"]
 
 
-@pytest.mark.slow
-def test_cli_reference_and_plot(tmp_path, model_path):
+def test_cli_reference_and_plot(tmp_path, model_path, script_main):
     src = tmp_path / "hi.flac"
-    sf.write(src, speech_like(2.5, 16000, seed=4), 16000, subtype="PCM_16")
+    sf.write(src, speech_like(1.5, 16000, seed=4), 16000, subtype="PCM_16")
     png = tmp_path / "figures" / "cmp.png"  # a folder not made yet, as `make demo`'s out/ on a fresh clone
-    proc = run_script(ROOT / "upsample_audio_file.py", src, "--reference", "--plot", png, "--model", model_path)
+    proc = script_main("upsample_audio_file.py", src, "--reference", "--plot", png, "--model", model_path)
     assert proc.returncode == 0, proc.stderr
     for word in ("model", "sinc", "spline", "SNR", "LSD", "HF energy", "ViSQOL", "P.808", "reference"):
         assert word in proc.stdout
@@ -268,17 +250,26 @@ def test_cli_reference_and_plot(tmp_path, model_path):
     assert sf.info(out).samplerate == 16000
 
 
-@pytest.mark.slow
-def test_evaluate_script(tmp_path, model_path):
+def test_evaluate_script(tmp_path, model_path, script_main):
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         sf.write(data / f"utt{i}.wav", speech_like(1.5 + i, 16000, seed=10 + i), 16000, subtype="PCM_16")
     out = tmp_path / "results"
-    proc = run_script(ROOT / "evaluate.py", "--input", data, "-o", out, "--model", model_path, "-q",
-                      "--no-perceptual", "--listen", "1")
+    proc = script_main("evaluate.py", "--input", data, "-o", out, "--model", model_path, "-q",
+                       "--no-perceptual", "--listen", "1")
     assert proc.returncode == 0, proc.stderr
     assert {"results.md", "results.csv", "results.png", "results.html"} <= {p.name for p in out.iterdir()}
     assert "RTF" in proc.stdout and "| **model** |" in proc.stdout and "HF energy (dB)" in proc.stdout
     lines = (out / "results.csv").read_text().splitlines()
     assert lines[0].startswith("file,duration_s,model_snr,model_lsd,model_lsd_lf,model_lsd_hf") and len(lines) == 3
+
+
+def test_evaluate_script_smoke(tmp_path, tiny_exported):
+    """evaluate.py as a process, on the LiteRT export of the tiny model (no TensorFlow to import)."""
+    sf.write(tmp_path / "utt.wav", speech_like(1.2, 16000, seed=12), 16000, subtype="PCM_16")
+    out = tmp_path / "results"
+    proc = run_script("evaluate.py", "--input", tmp_path / "utt.wav", "-o", out, "--model", tiny_exported,
+                      "--runtime", "lite", "-q", "--no-perceptual", "--listen", "0")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "| **model** |" in proc.stdout and (out / "results.csv").read_text().count("\n") == 2

@@ -103,12 +103,9 @@ def test_pick_listening_files_takes_first_then_worst():
 
 
 @pytest.fixture(scope="module")
-def tiny_upsampler():
-    from speechsr import settings
+def tiny_upsampler(tiny_model):
     from speechsr.inference import Upsampler
-    from speechsr.model import build_model
-    s = settings.apply_overrides(settings.load("model"), {"num_blocks": 2, "first_filters": 8, "filter_cap": 16})
-    return Upsampler(build_model(s), s, window_seconds=0.512, overlap_seconds=0.128, batch_size=2)
+    return Upsampler(tiny_model.model, tiny_model.settings, window_seconds=0.512, overlap_seconds=0.128, batch_size=2)
 
 
 def _write_files(tmp_path, seconds: tuple) -> list:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from conftest import speech_like
+from conftest import run_script, speech_like
 from speechsr import audio, settings, splicing
 from speechsr.corpus import CorpusError, find_recordings
 from speechsr.splicing import clip_names, read_manifest, splice_corpus
@@ -322,35 +320,30 @@ def test_read_split_csv_errors(many, tmp_path):
 # ------------------------------------------------------------------------------------ scripts
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "preprocessing" / name), *args],
-                          capture_output=True, text=True, timeout=120)
+SPLICE, SPLIT = "preprocessing/splice_raw_data.py", "preprocessing/test_train_split.py"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["splice_raw_data.py", "test_train_split.py"])
-def test_script_help(name):
-    r = run_script(name, "--help")
-    assert r.returncode == 0 and "--settings" in r.stdout
+@pytest.mark.parametrize("name", [SPLICE, SPLIT])
+def test_script_help(name, script_main):
+    r = script_main(name, "--help")
+    assert r.returncode == 0 and r.stdout.startswith(f"usage: {Path(name).name}") and "--settings" in r.stdout
 
 
-@pytest.mark.slow
-def test_scripts_end_to_end_and_errors(plain, tmp_path):
+def test_scripts_end_to_end_and_errors(plain, tmp_path, script_main):
+    """Both scripts as processes once (splice, then split), then their other paths in-process."""
     cfg = tmp_path / "settings"
     cfg.mkdir()
     raw = settings.to_json(data_settings(plain, tmp_path / "out", validation_fraction=0.25))
     (cfg / "data_settings.json").write_text(json.dumps(raw))
-    r = run_script("splice_raw_data.py", "--settings", str(cfg), "--jobs", "2", "--no-progress",
-                   "--splice-duration", "0.5")
+    r = run_script(SPLICE, "--settings", cfg, "--jobs", "2", "--no-progress", "--splice-duration", "0.5")
     assert r.returncode == 0, r.stderr
     assert "5 processed" in r.stdout and "1 skipped" in r.stdout and "real time" in r.stdout
-    r = run_script("test_train_split.py", "--settings", str(cfg), "--set", "splice_duration=0.5",
-                   "--csv-dir", str(tmp_path / "csv"))
+    r = run_script(SPLIT, "--settings", cfg, "--set", "splice_duration=0.5", "--csv-dir", tmp_path / "csv")
     assert r.returncode == 0, r.stderr
     assert "validation" in r.stdout and len(read_split_csv(tmp_path / "csv" / "validation.csv")) > 0
     # the split takes the clips as spliced: no need to repeat the splice flags
     first = (tmp_path / "csv" / "validation.csv").read_bytes()
-    r = run_script("test_train_split.py", "--settings", str(cfg), "--csv-dir", str(tmp_path / "csv"))
+    r = script_main(SPLIT, "--settings", cfg, "--csv-dir", tmp_path / "csv")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "csv" / "validation.csv").read_bytes() == first
     # recordings spliced with different settings cannot be mixed: a clear error, no traceback
@@ -358,15 +351,15 @@ def test_scripts_end_to_end_and_errors(plain, tmp_path):
     m = json.loads(manifest.read_text())
     m["params"]["splice_duration"] = 1.0
     manifest.write_text(json.dumps(m))
-    r = run_script("test_train_split.py", "--settings", str(cfg))
+    r = script_main(SPLIT, "--settings", cfg)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "other settings" in r.stderr
 
-    r = run_script("splice_raw_data.py", "--settings", str(cfg), "--input-dir", str(tmp_path / "absent"))
+    r = script_main(SPLICE, "--settings", cfg, "--input-dir", tmp_path / "absent")
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "corpus folder not found" in r.stderr
     raw["bogus_key"] = 1
     (cfg / "data_settings.json").write_text(json.dumps(raw))
-    for name in ("splice_raw_data.py", "test_train_split.py"):
-        r = run_script(name, "--settings", str(cfg))
+    for name in (SPLICE, SPLIT):
+        r = script_main(name, "--settings", cfg)
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
         assert "data_settings.json" in r.stderr and "bogus_key" in r.stderr

@@ -32,7 +32,8 @@ def test_shipped_model_beats_sinc_on_the_bundled_example():
     m = result["metrics"]
     assert m["model"]["lsd"] < m["sinc"]["lsd"] - 1.0, m
     assert m["model"]["lsd"] < m["spline"]["lsd"], m
-    assert m["model"]["snr"] >= m["sinc"]["snr"], m  # not worse than sinc in SNR
+    assert m["model"]["snr"] >= m["sinc"]["snr"] - 0.5, m  # the SNR guard of the targets: sinc - 0.5 dB
+    assert m["model"]["hf_energy"] > m["sinc"]["hf_energy"] + 30, m  # a restored band, not sinc's silence
     assert len(result["signals"]["model"]) == len(result["signals"]["reference"])
 
 

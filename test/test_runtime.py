@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech_like, tiny_model_settings
+from conftest import perturbed_model, run_script, speech_like
 from speechsr import audio, bandlimit, inference, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
-from speechsr.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "pretrained" / "model.keras"
@@ -26,24 +25,10 @@ EXAMPLE = ROOT / "examples" / "arctic_a0007.wav"
 SCRIPT = ROOT / "upsample_audio_file.py"
 
 
-def perturbed(s, seed: int):
-    model = build_model(s)
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype(np.float32))
-    return model
-
-
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    """A tiny perturbed model saved and exported: (keras path, settings, keras model)."""
-    s = tiny_model_settings()
-    model = perturbed(s, 1)
-    path = tmp_path_factory.mktemp("export") / "tiny.keras"
-    model_io.save_model(model, path, s)
-    res = export_model(path)
-    assert res["written"] and res["snr_db"] >= 60
-    return path, s, model
+def tiny_export(tiny_exported, tiny_model):
+    """The session's tiny model, exported: (keras path, settings, keras model)."""
+    return tiny_exported, tiny_model.settings, tiny_model.model
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +66,7 @@ def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_
     runtime.export_sidecar(copy.with_suffix(".tflite")).write_bytes(
         runtime.export_sidecar(path.with_suffix(".tflite")).read_bytes())
     runtime.export_info(copy)
-    model_io.save_model(perturbed(s, 2), copy, s)
+    model_io.save_model(perturbed_model(s, seed=2), copy, s)
     with pytest.raises(runtime.ExportUnavailable, match="another version"):
         runtime.export_info(copy)
     up = settings.load("upsampling")
@@ -159,13 +144,12 @@ def wav_bytes(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
     return buf.getvalue()
 
 
-def test_pipe_stdin_to_stdout_equals_file_mode(tmp_path, example_4k):
+def test_pipe_stdin_to_stdout_equals_file_mode(tmp_path, example_4k, script_main):
     src = tmp_path / "call.wav"
     audio.write_audio(src, example_4k, 4000, "PCM_16")
     file_out = tmp_path / "file.wav"
-    subprocess.run([sys.executable, str(SCRIPT), str(src), "-o", str(file_out), "-q"], check=True, cwd=ROOT)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "-", "-o", "-"], input=src.read_bytes(),
-                          capture_output=True, cwd=ROOT)
+    assert script_main(SCRIPT.name, src, "-o", file_out, "-q").returncode == 0
+    proc = run_script(SCRIPT, "-", "-o", "-", input=src.read_bytes(), text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout[:4] == b"RIFF" and proc.stderr == b""  # stdout carries nothing but the WAV
     y, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
@@ -208,10 +192,28 @@ def test_pipe_streams_first_output_before_input_ends(example_4k):
     assert rate == 16000 and len(y) == 4 * len(x)
 
 
-def test_pipe_arguments_are_checked(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "-", "-o", "-", "--reference"], input=b"",
-                          capture_output=True, text=False, cwd=ROOT)
-    assert proc.returncode == 2 and b"error:" in proc.stderr
-    proc = subprocess.run([sys.executable, str(SCRIPT), "-", "-o", "-"], input=b"not audio",
-                          capture_output=True, cwd=ROOT)
-    assert proc.returncode == 2 and proc.stderr.startswith(b"error: <stdin>"), proc.stderr
+def test_pipe_arguments_are_checked(script_main, monkeypatch):
+    proc = script_main(SCRIPT.name, "-", "-o", "-", "--reference")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "--reference" in proc.stderr
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not audio")))
+    proc = script_main(SCRIPT.name, "-", "-o", "-")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: <stdin>"), proc.stderr
+    assert proc.stdout == ""  # no WAV header written before the error
+
+
+# ------------------------------------------------------------------ export_model.py
+
+def test_export_script_exports_then_skips_a_current_export(tiny_model, tmp_path, script_main):
+    path = tmp_path / "m.keras"
+    for suffix in (".keras", ".json"):
+        path.with_suffix(suffix).write_bytes(tiny_model.path.with_suffix(suffix).read_bytes())
+    r = script_main("export_model.py", path, "--variants", "lite")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"wrote {path.with_suffix('.tflite')}") and "matches m.keras" in r.stdout
+    assert runtime.export_info(path)[1]["source_sha256"] == runtime.file_sha256(path)
+    # as a process: the export is current, so nothing is redone (and TensorFlow never loads)
+    r = run_script("export_model.py", path, "--variants", "lite")
+    assert r.returncode == 0 and r.stdout == f"{path.with_suffix('.tflite')} is up to date\n", r.stderr
+    r = script_main("export_model.py", tmp_path / "absent.keras")
+    assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'absent.keras'}: no trained model (with its " \
+        ".json sidecar) there\n"

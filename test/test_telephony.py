@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,14 +155,9 @@ def test_sinc_fallback_streams_exactly_twice_the_samples():
     assert np.abs(whole - ref)[200:-200].max() < 1e-3  # the sinc baseline, streamed
 
 
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_command_line_routes_8k_phone_speech(inputs, tmp_path):
+def test_command_line_routes_8k_phone_speech(inputs, tmp_path, script_main):
     out = tmp_path / "phone_up.wav"
-    r = run_script("upsample_audio_file.py", inputs["phone"], "-o", out)
+    r = script_main("upsample_audio_file.py", inputs["phone"], "-o", out)
     assert r.returncode == 0, r.stderr
     assert "telephone band" in r.stderr  # the one-line reason
     y, rate = sf.read(out, dtype="float32")
@@ -175,15 +169,10 @@ def test_command_line_routes_8k_phone_speech(inputs, tmp_path):
         np.testing.assert_allclose(y, np.clip(routing.SincUpsampler().upsample(x), -1, 1), atol=1e-4)
 
 
-def test_reference_mode_through_the_telephone_channel(inputs, tmp_path):
-    from speechsr import inference, model_io
-    from speechsr.model import build_model
-    from conftest import tiny_model_settings
-    s = tiny_model_settings()
-    path = tmp_path / "tiny.keras"
-    model_io.save_model(build_model(s), path, s)
+def test_reference_mode_through_the_telephone_channel(inputs, tiny_model):
+    from speechsr import inference
     up = settings.apply_overrides(settings.load("upsampling"), {"window_seconds": 0.512, "overlap_seconds": 0.128})
-    four_x = inference.load_upsampler(path, up, runtime="tf")
+    four_x = inference.load_upsampler(tiny_model.path, up, runtime="tf")
     res = inference.reference_mode(inputs["wide"], four_x, "telephone")
     ref = res["signals"]["reference"]
     assert res["rates"]["low_res"] == TEL and len(res["signals"]["low_res"]) * 2 == len(ref)
@@ -198,10 +187,10 @@ def test_reference_mode_through_the_telephone_channel(inputs, tmp_path):
         inference.reference_mode(inputs["wide"], four_x, "radio")
 
 
-def test_command_line_reference_with_telephone_channel(inputs, tmp_path):
+def test_command_line_reference_with_telephone_channel(inputs, tmp_path, script_main):
     out = tmp_path / "ref_up.wav"
-    r = run_script("upsample_audio_file.py", inputs["wide"], "--reference", "--channel", "telephone",
-                   "--no-perceptual", "-o", out)
+    r = script_main("upsample_audio_file.py", inputs["wide"], "--reference", "--channel", "telephone",
+                    "--no-perceptual", "-o", out)
     assert r.returncode == 0, r.stderr
     assert "telephone channel" in r.stdout and "sinc" in r.stdout.split("\n", 2)[2]
     assert sf.info(out).samplerate == SR

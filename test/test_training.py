@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PROJECT_ROOT, speech_like, tiny_model_settings
+from conftest import PROJECT_ROOT, run_script, speech_like, tiny_model_settings
 from speechsr import audio, losses, metrics, model_io, settings
 from speechsr.model import build_model, conv_flops_per_second, required_multiple, sinc_interpolation_kernel
 
 TRAIN = [sys.executable, str(PROJECT_ROOT / "train.py")]
 
 
-def run_train(args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(TRAIN + args, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, **kw)
+def run_train(args) -> subprocess.CompletedProcess:
+    return run_script("train.py", *args)
 
 
 @pytest.mark.parametrize("blocks", [1, 3, 5])
@@ -152,10 +152,11 @@ def test_settings_written_before_a_key_existed_still_load(tmp_path):
         settings.load("training", tmp_path)
 
 
-def test_train_keeps_best_model_and_loss_files(tiny_settings_dir, tmp_path):
-    r = run_train(["--settings", str(tiny_settings_dir)])
+def test_train_keeps_best_model_and_loss_files(tiny_settings_dir, tmp_path, script_main):
+    r = script_main("train.py", "--settings", tiny_settings_dir, "--set", "steps_per_epoch=4")
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "models" / "tiny"
+    assert r.stdout.startswith(f"done: {run}/best.keras (best val_loss ")
     train_loss = [float(v) for v in (run / "train_loss.txt").read_text().split()]
     val_loss = [float(v) for v in (run / "val_loss.txt").read_text().split()]
     assert len(train_loss) == len(val_loss) == 3
@@ -167,21 +168,22 @@ def test_train_keeps_best_model_and_loss_files(tiny_settings_dir, tmp_path):
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
     assert not list(run.rglob("*.part*"))
     # the run folder is protected from an accidental restart
-    again = run_train(["--settings", str(tiny_settings_dir)])
+    again = script_main("train.py", "--settings", tiny_settings_dir)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
-def test_bad_settings_and_missing_csv_fail_before_work(tiny_settings_dir, tmp_path):
-    r = run_train(["--settings", str(tiny_settings_dir), "--set", "batch_sise=3"])
-    assert r.returncode == 2 and "batch_sise" in r.stderr and "Traceback" not in r.stderr
-    r = run_train(["--settings", str(tiny_settings_dir), "--train-csv", str(tmp_path / "nope.csv")])
-    assert r.returncode == 2 and "nope.csv" in r.stderr and "Traceback" not in r.stderr
-    r = run_train(["--settings", str(tiny_settings_dir), "--set", "patch_length=500"])
-    assert r.returncode == 2 and "multiple of 8" in r.stderr
-    r = run_train(["--settings", str(tiny_settings_dir), "--init-from", str(tmp_path / "absent.keras")])
-    assert r.returncode == 2 and "absent.keras' not found" in r.stderr and "Traceback" not in r.stderr
-    r = run_train(["--settings", str(tiny_settings_dir), "--set", "augment_lowpass_min=1.0"])
-    assert r.returncode == 2 and "augment_lowpass_min" in r.stderr
+@pytest.mark.parametrize("flags, expected", [
+    (["--set", "batch_sise=3"], "batch_sise"),
+    (["--train-csv", "nope.csv"], "nope.csv"),
+    (["--set", "patch_length=500"], "multiple of 8"),
+    (["--init-from", "absent.keras"], "absent.keras' not found"),
+    (["--set", "augment_lowpass_min=1.0"], "augment_lowpass_min"),
+])
+def test_bad_settings_and_missing_csv_fail_before_work(tiny_settings_dir, tmp_path, script_main, flags, expected):
+    r = script_main("train.py", "--settings", tiny_settings_dir, *flags, cwd=tmp_path)
+    assert r.returncode == 2 and expected in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "models").exists()  # failed before the run folder
 
 
 def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings_dir, tmp_path):
@@ -201,8 +203,11 @@ def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings
         Trainer(settings.apply_overrides(ms, {"first_filters": 4}), settings.apply_overrides(fine_tune, {"run_name": "ft2"}))
 
 
-def test_summary_prints_parameters_and_flops(tiny_settings_dir):
+def test_train_script_smoke_summary_prints_parameters_and_flops(tiny_settings_dir):
+    """train.py as a process (training itself runs in-process above, and as a process in the slow
+    SIGKILL / Ctrl-C tests): settings, TensorFlow import, model build, exit code 0."""
     r = run_train(["--settings", str(tiny_settings_dir), "--summary"])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.returncode == 0 and "parameters:" in r.stdout and "GFLOP per second of audio" in r.stdout
 
 
@@ -271,6 +276,7 @@ import runpy; runpy.run_path("train.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tiny_settings_dir, tmp_path):
     r = subprocess.run([sys.executable, "-c", DISTRIBUTED_SCRIPT, "--settings", str(tiny_settings_dir),
                         "--strategy", "mirrored", "--epochs", "2"],
@@ -286,6 +292,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multiworker_strategy_with_two_local_workers(tiny_settings_dir, tmp_path):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

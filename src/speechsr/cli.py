@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import speechsr
@@ -36,6 +37,11 @@ _signalled = False
 def _interrupt(signum, frame):
     global _signalled
     _signalled = True
+    # The KeyboardInterrupt may land inside a C extension's callback (TensorFlow's nest flattening
+    # calls __import__), which then reports it as an "unraisable" error or a thread's exception:
+    # the run ends with the one interruption line, so those reports are noise.
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
     raise KeyboardInterrupt
 
 

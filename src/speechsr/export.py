@@ -12,7 +12,7 @@ friendly layers with the same weights:
   :func:`speechsr.model.sinc_interpolation_kernel`;
 * interpolation and residual are added *before* the final shuffle (``[B, T, factor]``), which
   is the same sum element for element, since the shuffle only moves elements;
-* dropout is left out (inference).
+* dropout is left out (inference); the high-band envelope layer, if any, is the same layer.
 
 Input ``[batch, T, 1]`` with ``T`` free (any multiple of ``required_multiple``); the runtime
 resizes it to its window. Two variants (:data:`speechsr.runtime.EXPORTS`): ``lite``, float32
@@ -38,7 +38,7 @@ import tensorflow as tf
 from speechsr import model_io, runtime
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
-from speechsr.model import _activation, level_filters, level_kernel, required_multiple, sinc_interpolation_kernel
+from speechsr.model import _activation, high_band_layer, level_filters, level_kernel, required_multiple, sinc_interpolation_kernel
 
 log = logging.getLogger("speechsr")
 
@@ -85,6 +85,8 @@ def build_export_model(s: settings_mod.ModelSettings, length: int | None = None)
     residual = L.Conv1D(factor, level_kernel(s, 0), padding="same", use_bias=False, name="final_conv")(h)
     y = L.Add(name="high_res_phases")([phases, residual])
     y = shuffle(y, factor, "high_res")
+    if s.high_band_bands:
+        y = high_band_layer(s)(y)
     return keras.Model(x_in, y, name="speechsr_unet_export")
 
 

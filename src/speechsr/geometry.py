@@ -23,3 +23,16 @@ def level_filters(s: ModelSettings) -> list[int]:
 def level_kernel(s: ModelSettings, level: int) -> int:
     """Kernel size (taps) at ``level``; the last configured value repeats."""
     return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]
+
+
+#: STFT of the learned high-band envelope (:mod:`speechsr.high_band`), output samples.
+HIGH_BAND_FFT, HIGH_BAND_HOP = 512, 128
+
+
+def high_band_context(s: ModelSettings) -> int:
+    """Output samples on each side of a point that the high-band envelope layer reads
+    (half the STFT window + the predictor's dilated stack); 0 without the layer."""
+    if not s.high_band_bands:
+        return 0
+    frames = (s.high_band_kernel - 1) // 2 * (2 ** s.high_band_layers - 1)
+    return frames * HIGH_BAND_HOP + HIGH_BAND_FFT // 2

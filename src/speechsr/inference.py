@@ -76,7 +76,7 @@ def receptive_context(s: ModelSettings) -> int:
     fixed sinc interpolator adds ``interpolation_taps``. Padding asymmetry is covered by one
     extra ``required_multiple``.
     """
-    from speechsr.geometry import level_kernel, required_multiple
+    from speechsr.geometry import high_band_context, level_kernel, required_multiple
     field, jump = 1, 1
     for level in range(s.num_blocks + 1):  # downsampling blocks + bottleneck, stride 2
         field += (level_kernel(s, level) - 1) * jump
@@ -86,7 +86,9 @@ def receptive_context(s: ModelSettings) -> int:
         jump //= 2
     field += (level_kernel(s, 0) - 1) * jump  # top conv (jump 2)
     field += level_kernel(s, 0) - 1  # final conv (jump 1)
-    return max(field // 2 + required_multiple(s), s.interpolation_taps)
+    context = max(field // 2 + required_multiple(s), s.interpolation_taps)
+    factor = s.output_rate // s.input_rate
+    return context + -(-high_band_context(s) // factor)  # the envelope layer reads further
 
 
 def set_subpixel_implementation(model, implementation: str) -> None:

@@ -5,12 +5,16 @@
   optional addition that rewards the right high-band level, which MSE alone under-estimates.
 - :func:`mel_l1`: L1 distance of log mel spectrograms (HiFi-GAN's reconstruction loss): the
   spectro-temporal envelope, phase-blind, which is what perceptual metrics reward.
+- :func:`speechsr.high_band.band_energy_loss`: log band energies above the input's Nyquist,
+  which trains the learned high-band envelope.
 - :func:`reconstruction`: their weighted sum as training settings choose.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from speechsr.high_band import band_energy_loss
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) in output samples
 LOG_EPS = 1e-7
@@ -54,14 +58,21 @@ def mel_l1(y: tf.Tensor, y_hat: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.abs(log_mel(y) - log_mel(y_hat)), axis=[1, 2])
 
 
-def reconstruction(y: tf.Tensor, y_hat: tf.Tensor, ts) -> tf.Tensor:
-    """``mse_weight`` x MSE + ``mrstft_weight`` x MR-STFT + ``mel_weight`` x mel L1, per example.
+def reconstruction(y: tf.Tensor, y_hat: tf.Tensor, ts, ms=None) -> tf.Tensor:
+    """``mse_weight`` x MSE + ``mrstft_weight`` x MR-STFT + ``mel_weight`` x mel L1
+    + ``high_band_weight`` x high-band log-energy error, per example.
 
-    ``ts`` is the run's :class:`speechsr.settings.TrainingSettings`; terms of weight 0 are skipped.
+    ``ts``/``ms`` are the run's :class:`speechsr.settings.TrainingSettings` and
+    :class:`~speechsr.settings.ModelSettings` (``ms`` needed for the high-band term only);
+    terms of weight 0 are skipped.
     """
     loss = ts.mse_weight * mse(y, y_hat)
     if ts.mrstft_weight > 0:
         loss = loss + ts.mrstft_weight * mrstft(y, y_hat)
     if ts.mel_weight > 0:
         loss = loss + ts.mel_weight * mel_l1(y, y_hat)
+    if ts.high_band_weight > 0:
+        loss = loss + ts.high_band_weight * band_energy_loss(y, y_hat, ms.output_rate, ms.input_rate / 2,
+                                                             ms.high_band_bands, ms.high_band_gain_db,
+                                                             ms.high_band_tilt_db)
     return loss

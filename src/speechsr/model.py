@@ -15,6 +15,8 @@ Design (see README "Model"): the model takes the **raw low-res clip** ``[batch, 
    input itself.
 3. A final Conv1D with ``factor`` channels + subpixel shuffle (r = factor) gives the residual,
    added to the interpolated input; the network learns only what interpolation misses.
+4. Optionally (``high_band_bands`` > 0) :class:`speechsr.high_band.HighBandEnvelope` re-levels
+   the band above the input's Nyquist to a predicted spectral envelope.
 
 Any input length that is a multiple of ``2 ** (num_blocks + 1)`` low-res samples works
 (:func:`required_multiple`). The model uses the compiled subpixel op when built, so compile
@@ -30,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from speechsr.geometry import level_filters, level_kernel, required_multiple  # noqa: F401  (re-exported)
+from speechsr.high_band import HighBandEnvelope
 from speechsr.settings import ModelSettings
 from speechsr.subpixel import SubPixel1D
 
@@ -127,7 +130,16 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
                                    kernel_initializer="zeros", use_bias=False)(h)
     residual = SubPixel1D(factor, implementation=impl, name="final_shuffle")(residual)
     y = keras.layers.Add(name="high_res")([interpolated, residual])
+    if s.high_band_bands:
+        y = high_band_layer(s)(y)
     return keras.Model(x_in, y, name=name)
+
+
+def high_band_layer(s: ModelSettings) -> HighBandEnvelope:
+    """The learned high-band envelope of model settings ``s`` (edge at the input's Nyquist)."""
+    return HighBandEnvelope(s.output_rate, s.input_rate / 2, s.high_band_bands, s.high_band_channels,
+                            s.high_band_layers, s.high_band_kernel, s.high_band_gain_db, s.high_band_tilt_db,
+                            name="high_band")
 
 
 def conv_flops_per_second(s: ModelSettings) -> float:
@@ -141,7 +153,8 @@ def conv_flops_per_second(s: ModelSettings) -> float:
             total += 2.0 * layer.output.shape[1] * k * cin * cout
         elif isinstance(layer, SincInterpolation1D):
             total += 2.0 * length * (2 * layer.taps + 1) * layer.factor
-    return total * s.input_rate / length
+    high_band = model.get_layer("high_band").flops_per_second() if s.high_band_bands else 0.0
+    return total * s.input_rate / length + high_band
 
 
 def summary_text(s: ModelSettings) -> str:

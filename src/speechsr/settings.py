@@ -91,6 +91,9 @@ class DataSettings:
                                default=1234)
 
 
+TRAINABLE = ("all", "high_band")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """Architecture of the 1-D U-Net (see ``speechsr.model``)."""
@@ -109,6 +112,19 @@ class ModelSettings:
                                      "half-length (input samples) of the fixed windowed-sinc interpolator")
     subpixel_implementation: str = _field("str", lambda v: v in ("auto", "op", "reshape"),
                                           "'auto' (compiled op if built), 'op' or 'reshape'")
+    high_band_bands: int = _field("int", lambda v: v == 0 or 2 <= v <= 64,
+                                  "mel bands of the learned high-band envelope after the U-Net "
+                                  "(speechsr.high_band); 0 = none", default=0)
+    high_band_channels: int = _field("int", _positive, "channels of the envelope predictor's Conv1D layers",
+                                     default=128)
+    high_band_layers: int = _field("int", lambda v: 1 <= v <= 8, "Conv1D layers of the envelope predictor "
+                                   "(dilations 1, 2, 4, ...)", default=4)
+    high_band_kernel: int = _field("int", lambda v: v >= 1 and v % 2 == 1, "kernel (frames, odd) of the "
+                                   "envelope predictor's layers", default=3)
+    high_band_gain_db: float = _field("float", lambda v: -40 <= v <= 12, "level of the restored high band "
+                                      "relative to the predicted envelope, dB", default=0.0)
+    high_band_tilt_db: float = _field("float", lambda v: -24 <= v <= 12, "change of that level per octave "
+                                      "above the band edge, dB", default=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +147,11 @@ class TrainingSettings:
     mse_weight: float = _field("float", _non_negative, "weight of the waveform MSE loss", default=1.0)
     mel_weight: float = _field("float", _non_negative, "weight of the log-mel L1 loss (speechsr.losses.mel_l1; 0 = off)",
                                default=0.0)
+    high_band_weight: float = _field("float", _non_negative, "weight of the high-band log-energy loss "
+                                     "(speechsr.high_band.band_energy_loss); needs model high_band_bands > 0",
+                                     default=0.0)
+    trainable: str = _field("str", lambda v: v in TRAINABLE, "weights that train: 'all', or 'high_band' (only "
+                            "the envelope predictor; the U-Net keeps init_from's weights)", default="all")
     adversarial_weight: float = _field("float", _non_negative,
                                        "weight of the least-squares GAN loss of the generator; > 0 switches "
                                        "adversarial training on (speechsr.adversarial)", default=0.0)

@@ -111,6 +111,12 @@ def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettin
             raise TrainingError(f"{key} '{path}': {len(rows)} clips, fewer than one batch of {ts.batch_size}")
     if ts.init_from and not settings_mod.project_path(ts.init_from).is_file():
         raise TrainingError(f"init_from '{settings_mod.project_path(ts.init_from)}' not found")
+    if (ts.high_band_weight > 0 or ts.trainable == "high_band") and not ms.high_band_bands:
+        raise TrainingError("high_band_weight / trainable 'high_band' need a high-band envelope layer: "
+                            "set model high_band_bands > 0")
+    if ts.trainable == "high_band" and not ts.init_from:
+        raise TrainingError("trainable 'high_band' trains only the envelope layer: set init_from to the "
+                            "trained U-Net it goes with")
     if ts.patch_length % required_multiple(ms):
         raise TrainingError(f"patch_length {ts.patch_length} must be a multiple of {required_multiple(ms)} "
                             f"(2 ** (num_blocks + 1) low-res samples)")
@@ -144,6 +150,9 @@ class Trainer:
         tf.keras.utils.set_random_seed(ts.seed)
         with self.strategy.scope():
             self.model = build_model(ms)
+            if ts.trainable == "high_band":  # the U-Net is init_from's and stays so
+                for layer in self.model.layers:
+                    layer.trainable = layer.name == "high_band"
             self.optimizer = _optimizer(ts, ts.epochs * self.steps_per_epoch)
             self.optimizer.build(self.model.trainable_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -185,13 +194,19 @@ class Trainer:
             source, source_settings, _ = load_model(path)
         except ModelNotFoundError as e:
             raise TrainingError(f"init_from: {e}") from None
-        same = lambda s: {k: v for k, v in settings_mod.to_json(s).items() if k != "subpixel_implementation"}  # noqa: E731
+        # the U-Net must match; a high-band layer may be added to (or be new beside) init_from's
+        same = lambda s: {k: v for k, v in settings_mod.to_json(s).items()  # noqa: E731
+                          if k != "subpixel_implementation" and not k.startswith("high_band")}
         if same(source_settings) != same(self.ms):
             diff = sorted(k for k, v in same(self.ms).items() if same(source_settings).get(k) != v)
             raise TrainingError(f"init_from '{path}': its model settings differ from model_settings.json "
                                 f"in {', '.join(diff)}")
-        self.model.set_weights(source.get_weights())
-        log.info("initialised from %s", path)
+        copy_high_band = all(getattr(source_settings, k) == getattr(self.ms, k) for k in (
+            "high_band_bands", "high_band_channels", "high_band_layers", "high_band_kernel"))
+        for layer in self.model.layers:
+            if layer.weights and (layer.name != "high_band" or copy_high_band):
+                layer.set_weights(source.get_layer(layer.name).get_weights())
+        log.info("initialised from %s%s", path, "" if copy_high_band else " (the U-Net; a new high-band layer)")
 
     # -- run folder -------------------------------------------------------------------------
     def _prepare_run_dir(self, ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -239,7 +254,7 @@ class Trainer:
         def replica_step(lr, hr):
             with tf.GradientTape() as tape:
                 y_hat = self.model(lr, training=True)
-                per_example = losses.reconstruction(hr, y_hat, ts)
+                per_example = losses.reconstruction(hr, y_hat, ts, self.ms)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if self.model.losses:
                     loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -275,7 +290,7 @@ class Trainer:
                 d_loss = adversarial.discriminator_loss(real, fake)
                 adv = adversarial.generator_loss(fake)
                 fm = adversarial.feature_matching_loss(real, fake)
-                g_loss = (losses.reconstruction(hr, y_hat, ts) + ts.adversarial_weight * adv
+                g_loss = (losses.reconstruction(hr, y_hat, ts, self.ms) + ts.adversarial_weight * adv
                           + ts.feature_matching_weight * fm)
                 average = lambda t: tf.nn.compute_average_loss(t, global_batch_size=global_batch)  # noqa: E731
                 g_total, d_total = average(g_loss), average(d_loss)
@@ -322,7 +337,7 @@ class Trainer:
         loss, values, examples = [], {k: [] for k in self.VALIDATION_KEYS}, []
         for lr, hr in clips:
             y_hat = self._predict(tf.constant(lr[None, :, None]))
-            loss.append(float(losses.reconstruction(tf.constant(hr[None, :, None]), y_hat, self.ts)[0]))
+            loss.append(float(losses.reconstruction(tf.constant(hr[None, :, None]), y_hat, self.ts, self.ms)[0]))
             y_hat = y_hat.numpy()[0, :, 0]
             scores = metrics.spectral(hr, y_hat, self.ms.output_rate, self.ms.input_rate / 2)
             for k in self.VALIDATION_KEYS:

@@ -1,0 +1,178 @@
+"""Learned high-band envelope: the band above the input's Nyquist at the level speech has there.
+
+Trained on mean squared error, the U-Net restores the phase-safe part of the missing band and
+leaves it about 17 dB too quiet; perceptual metrics reward a high band whose *spectro-temporal
+envelope* is right far more than its waveform (``../shared/TOOLCHAIN.md``: the true envelope
+with random phase scores +1.05 ViSQOL over sinc). :class:`HighBandEnvelope` sits after the
+U-Net and re-levels its output above ``edge_hz`` as spectral band replication does:
+
+1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, ``HOP`` = 128 output samples, periodic
+   Hann), computed by a fixed strided convolution so the layer exports to LiteRT.
+2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
+   frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
+   bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
+3. The U-Net's own high-band bins are the excitation (fine structure and phase): each is scaled
+   so its smoothed band envelope becomes the predicted one, played ``gain_db`` dB relative to
+   it at the edge and ``tilt_db`` dB more per octave above it (:func:`played_level_db`).
+4. Only the change is synthesised (fixed transposed convolution, overlap-add divided by the
+   summed squared window) and added to ``y``: bins below ``edge_hz`` stay the U-Net's exactly.
+
+:func:`band_energy_loss` trains the predictor: squared difference of ``log10`` band energies of
+the output and of the reference raised by the played level (so the predictor learns the true
+level, and ``gain_db`` / ``tilt_db`` set how much of it is played). Shapes: ``[batch, time, 1]`` waveforms at
+``rate`` Hz; frames ``[batch, frames, ...]``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speechsr.geometry import HIGH_BAND_FFT as N_FFT, HIGH_BAND_HOP as HOP  # output samples
+
+BINS = N_FFT // 2 + 1
+LOG_EPS = 1e-10
+MAX_GAIN = 1e3  # +60 dB: a cap for bins where the U-Net's band is (near) silent
+
+
+def edge_bin(rate: int, edge_hz: float) -> int:
+    """Number of STFT bins strictly below ``edge_hz`` (the features; the rest are the high band)."""
+    return int(np.ceil(edge_hz * N_FFT / rate))
+
+
+def band_matrix(rate: int, edge_hz: float, bands: int) -> np.ndarray:
+    """Mel triangles ``[BINS, bands]`` from ``edge_hz`` to ``rate / 2`` (zero below the edge)."""
+    with tf.init_scope():  # eager even when called while tracing
+        w = tf.signal.linear_to_mel_weight_matrix(bands, BINS, rate, float(edge_hz), rate / 2).numpy()
+    w[:edge_bin(rate, edge_hz)] = 0.0
+    return w.astype(np.float32)
+
+
+def played_level_db(rate: int, edge_hz: float, gain_db: float, tilt_db: float) -> np.ndarray:
+    """Level ``[BINS]`` (dB) played relative to the predicted envelope: ``gain_db`` at the edge,
+    ``tilt_db`` more per octave above it (0 below the edge, where nothing is changed)."""
+    f = np.arange(BINS) * rate / N_FFT
+    octaves = np.log2(np.maximum(f, edge_hz) / edge_hz)
+    return np.where(f >= edge_hz, gain_db + tilt_db * octaves, 0.0).astype(np.float32)
+
+
+def _hann() -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+
+
+def _dft_kernels() -> tuple[np.ndarray, np.ndarray]:
+    """Analysis ``[N_FFT, 1, 2 * BINS]`` (windowed cos, -sin) and synthesis ``[N_FFT, 1, 2 * BINS]``
+    (one-sided inverse DFT times the window) kernels for ``keras.ops.conv`` / ``conv_transpose``."""
+    n, k = np.arange(N_FFT)[:, None], np.arange(BINS)[None, :]
+    angle = 2 * np.pi * n * k / N_FFT
+    w = _hann()[:, None]
+    analysis = np.concatenate([np.cos(angle) * w, -np.sin(angle) * w], axis=1)
+    weight = np.full(BINS, 2.0)
+    weight[0] = weight[-1] = 1.0
+    synthesis = np.concatenate([np.cos(angle) * weight, -np.sin(angle) * weight], axis=1) * w / N_FFT
+    return analysis[:, None, :].astype(np.float32), synthesis[:, None, :].astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="speechsr")
+class HighBandEnvelope(keras.layers.Layer):
+    """``[batch, time, 1]`` -> same shape: the band above ``edge_hz`` re-levelled to a predicted envelope.
+
+    ``bands`` mel bands, a predictor of ``layers`` Conv1D (``channels``, ``kernel``, dilation
+    1, 2, 4, ...); ``gain_db`` / ``tilt_db`` the level played relative to the prediction
+    (:func:`played_level_db`). Any length works.
+    """
+
+    def __init__(self, rate: int, edge_hz: float, bands: int, channels: int = 128, layers: int = 4,
+                 kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.edge_hz, self.bands = int(rate), float(edge_hz), int(bands)
+        self.channels, self.num_layers, self.kernel = int(channels), int(layers), int(kernel)
+        self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
+        self.edge = edge_bin(self.rate, self.edge_hz)
+        self.predictor = [keras.layers.Conv1D(self.channels, self.kernel, padding="same", dilation_rate=2 ** i,
+                                              activation="gelu", name=f"envelope{i}") for i in range(self.num_layers)]
+        self.predictor.append(keras.layers.Conv1D(self.bands, 1, name="envelope_out",
+                                                  kernel_initializer="zeros"))
+
+    def build(self, input_shape):
+        width = self.edge + 1
+        for conv in self.predictor:
+            conv.build((None, None, width))
+            width = conv.filters
+        analysis, synthesis = _dft_kernels()
+        w = band_matrix(self.rate, self.edge_hz, self.bands)
+        spread = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-9)  # band -> bin interpolation [BINS, bands]
+        high = (np.arange(BINS) >= self.edge).astype(np.float32)
+        self._analysis, self._synthesis = tf.constant(analysis), tf.constant(synthesis)
+        self._bands, self._spread_t = tf.constant(w), tf.constant(spread.T.copy())
+        self._high = tf.constant(high)
+        self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db) / 20))
+        self._window_sq = tf.constant((_hann() ** 2)[:, None, None])
+
+    def predict_log_energies(self, power: tf.Tensor) -> tf.Tensor:
+        """``log10`` band energies ``[batch, frames, bands]`` from STFT power ``[batch, frames, BINS]``."""
+        low = power[..., :self.edge]
+        level = tf.math.log(tf.reduce_mean(low, axis=-1, keepdims=True) + LOG_EPS) / np.log(10.0)
+        shape = tf.math.log(low + LOG_EPS) / np.log(10.0) - level
+        h = tf.concat([shape, (level + 5.0) / 3.0], axis=-1)
+        for conv in self.predictor:
+            h = conv(h)
+        return h + level
+
+    def call(self, y):
+        length = tf.shape(y)[1]
+        pad_end = (-length) % HOP
+        padded = tf.pad(y, [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end], [0, 0]])
+        padded = tf.reshape(padded, [tf.shape(y)[0], -1, 1])  # a static channel count for the LiteRT converter
+        spec = keras.ops.conv(padded, self._analysis, strides=HOP, padding="valid")  # [B, F, 2 * BINS]
+        re, im = spec[..., :BINS], spec[..., BINS:]
+        power = re * re + im * im
+        target = tf.matmul(tf.exp(self.predict_log_energies(power) * np.log(10.0)), self._spread_t)
+        current = tf.matmul(tf.matmul(power, self._bands), self._spread_t)
+        gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN)
+        change = (gain * self._played - 1.0) * self._high  # 0 below the edge
+        delta = keras.ops.conv_transpose(tf.concat([re * change, im * change], axis=-1), self._synthesis,
+                                         strides=HOP, padding="valid")
+        overlap = keras.ops.conv_transpose(tf.ones_like(spec[..., :1]), self._window_sq, strides=HOP, padding="valid")
+        delta = delta / tf.maximum(overlap, 1e-3)
+        return y + delta[:, N_FFT // 2:N_FFT // 2 + length, :]
+
+    def flops_per_second(self) -> float:
+        """Multiply-adds x 2 for one second of audio: the two DFT convolutions, the predictor and
+        the band matrices (element-wise operations left out)."""
+        per_frame = 2 * (2 * N_FFT * 2 * BINS)  # analysis + synthesis
+        width = self.edge + 1
+        for conv in self.predictor:
+            per_frame += 2 * conv.kernel_size[0] * width * conv.filters
+            width = conv.filters
+        per_frame += 2 * 3 * BINS * self.bands  # band energies and two band -> bin spreads
+        return per_frame * self.rate / HOP
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "edge_hz": self.edge_hz, "bands": self.bands,
+                "channels": self.channels, "layers": self.num_layers, "kernel": self.kernel, "gain_db": self.gain_db,
+                "tilt_db": self.tilt_db}
+
+
+def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, bands: int,
+                     gain_db: float = 0.0, tilt_db: float = 0.0) -> tf.Tensor:
+    """Per-example mean squared ``log10`` band-energy error above ``edge_hz``, ``[batch, time, 1]`` -> ``[batch]``.
+
+    The reference's energies are raised by the level the model plays (:func:`played_level_db`,
+    averaged over each band).
+    """
+    w = tf.constant(band_matrix(rate, edge_hz, bands))
+
+    def log_bands(x):
+        spec = tf.signal.stft(x[..., 0], N_FFT, HOP, N_FFT, window_fn=tf.signal.hann_window)
+        power = tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))  # |z|^2 without |z|'s NaN gradient at 0
+        return tf.math.log(tf.matmul(power, w) + LOG_EPS) / np.log(10.0)
+
+    level = band_matrix(rate, edge_hz, bands)
+    level = (played_level_db(rate, edge_hz, gain_db, tilt_db) @ level) / np.maximum(level.sum(axis=0), 1e-9)
+    error = log_bands(y_hat) - (log_bands(y) + tf.constant(level.astype(np.float32)) / 10.0)
+    return tf.reduce_mean(tf.square(error), axis=[1, 2])

@@ -1,0 +1,121 @@
+"""The learned high-band envelope layer: what it changes, its loss, export, streaming and training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import perturbed_model, speech_like, tiny_model_settings
+from speechsr import high_band, inference, model_io, runtime, settings
+from speechsr.export import export_model, snr_db
+
+RATE, EDGE = 16000, 2000.0
+
+
+def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+    """Energy (dB) of ``x`` [time] between ``lo`` and ``hi`` Hz."""
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / RATE)
+    return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20)
+
+
+@pytest.fixture(scope="module")
+def layer():
+    lay = high_band.HighBandEnvelope(RATE, EDGE, bands=8, channels=8, layers=2)
+    lay.build((None, None, 1))
+    rng = np.random.default_rng(0)
+    lay.set_weights([w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in lay.get_weights()])
+    return lay
+
+
+def test_layer_changes_only_the_band_above_the_edge_and_gain_sets_its_level(layer):
+    y = speech_like(1.0, RATE, seed=2)[None, :, None]
+    out = layer(tf.constant(y)).numpy()
+    assert out.shape == y.shape
+    change = (out - y)[0, :, 0]
+    # the STFT-domain change leaks below the edge only through the window's side lobes
+    assert band_db(change, 0, EDGE - 200) < band_db(y[0, :, 0], 0, EDGE - 200) - 40
+    assert band_db(change, EDGE + 100, 8000) > band_db(y[0, :, 0], 0, EDGE - 200) - 40  # it does change the band
+    quieter = high_band.HighBandEnvelope(**{**layer.get_config(), "gain_db": -6.0})
+    quieter.build((None, None, 1))
+    quieter.set_weights(layer.get_weights())
+    out6 = quieter(tf.constant(y)).numpy()[0, :, 0]
+    assert band_db(out6, EDGE + 100, 8000) - band_db(out[0, :, 0], EDGE + 100, 8000) == pytest.approx(-6.0, abs=0.3)
+    np.testing.assert_allclose(band_db(out6, 50, EDGE - 200), band_db(out[0, :, 0], 50, EDGE - 200), atol=0.01)
+
+
+def test_tilt_lowers_the_band_more_the_further_above_the_edge(layer):
+    y = tf.constant(speech_like(1.0, RATE, seed=2)[None, :, None])
+    tilted = high_band.HighBandEnvelope(**{**layer.get_config(), "tilt_db": -6.0})
+    tilted.build((None, None, 1))
+    tilted.set_weights(layer.get_weights())
+    flat, low = layer(y).numpy()[0, :, 0], tilted(y).numpy()[0, :, 0]
+    near = band_db(low, 2100, 2300) - band_db(flat, 2100, 2300)   # ~0.1-0.2 octave above the edge
+    far = band_db(low, 6500, 7500) - band_db(flat, 6500, 7500)    # ~1.7-1.9 octaves above
+    assert -2.0 < near < 0.0 and -12.5 < far < -9.0
+    assert high_band.played_level_db(RATE, EDGE, -3.0, -6.0)[[0, 64, 128, 256]].tolist() == [0.0, -3.0, -9.0, -15.0]
+
+
+def test_layer_accepts_lengths_that_are_not_a_multiple_of_its_hop(layer):
+    y = speech_like(0.3, RATE, seed=4)[None, :1000, None]
+    assert layer(tf.constant(y)).shape == (1, 1000, 1)
+
+
+def test_band_energy_loss_is_zero_at_the_played_level_and_grows_away_from_it():
+    y = tf.constant(speech_like(0.5, RATE, seed=1)[None, :, None])
+    loss = lambda y_hat, gain_db: float(high_band.band_energy_loss(y, y_hat, RATE, EDGE, 8, gain_db)[0])  # noqa: E731
+    assert loss(y, 0.0) == pytest.approx(0.0, abs=1e-9)
+    assert loss(y * 10 ** (-6 / 20), -6.0) == pytest.approx(0.0, abs=1e-6)  # the reference raised by gain_db
+    assert loss(y * 10 ** (-6 / 20), 0.0) == pytest.approx(0.36, rel=1e-3)  # (log10 of -6 dB)^2
+
+
+def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path):
+    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2)
+    model = perturbed_model(s, seed=3)
+    path = tmp_path / "hb.keras"
+    model_io.save_model(model, path, s)
+    loaded, loaded_s, _ = model_io.load_model(path)
+    assert loaded_s.high_band_bands == 8 and loaded.get_layer("high_band").gain_db == 0.0
+    x = speech_like(3.0, 4000, seed=5)
+    n = len(x) // 32 * 32
+    whole = loaded(x[None, :n, None]).numpy()[0, :, 0]
+    assert inference.receptive_context(s) > inference.receptive_context(tiny_model_settings())
+    kw = dict(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
+    streamed = inference.Upsampler(loaded, loaded_s, **kw).upsample(x[:n])
+    inner = slice(4000, 4 * n - 4000)  # away from the file's zero-padded ends
+    assert snr_db(whole[inner], streamed[inner]) >= 40
+    res = export_model(path)
+    assert res["written"] and res["snr_db"] >= 60
+    runner, lite_s = runtime.load_lite(path)
+    assert snr_db(streamed, inference.Upsampler(runner, lite_s, **kw).upsample(x[:n])) >= 60
+
+
+def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):
+    from speechsr.training import Trainer, TrainingError
+    plain = settings.load("model", tiny_settings_dir)
+    source = perturbed_model(plain, seed=0)
+    model_io.save_model(source, tmp_path / "unet.keras", plain)
+    ms = settings.apply_overrides(plain, {"high_band_bands": 8, "high_band_channels": 8, "high_band_layers": 2})
+    ts = settings.apply_overrides(settings.load("training", tiny_settings_dir), {
+        "init_from": str(tmp_path / "unet.keras"), "trainable": "high_band", "mse_weight": 0.0,
+        "high_band_weight": 1.0, "epochs": 1, "steps_per_epoch": 3, "patch_length": 1024})
+    with pytest.raises(TrainingError, match="high_band_bands > 0"):
+        Trainer(plain, ts)
+    trainer = Trainer(ms, ts)
+    head_before = [w.copy() for w in trainer.model.get_layer("high_band").get_weights()]
+    trainer.fit()
+    for layer in source.layers:
+        for got, want in zip(trainer.model.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    head_after = trainer.model.get_layer("high_band").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(head_before, head_after, strict=True))
+
+
+def test_flops_count_the_layer():
+    from speechsr.model import build_model, conv_flops_per_second
+    plain = tiny_model_settings()
+    with_layer = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2)
+    layer_flops = build_model(with_layer).get_layer("high_band").flops_per_second()
+    assert layer_flops > 2 * 2 * 512 * 514 * 16000 / 128  # at least the two DFT convolutions
+    assert conv_flops_per_second(with_layer) == pytest.approx(conv_flops_per_second(plain) + layer_flops)
