@@ -114,7 +114,8 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
 def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
     import numpy as np
     from speechsr import audio
-    from speechsr.inference import format_metrics_table, output_subtype, reference_mode
+    from speechsr.evaluation import format_metrics_table, reference_mode
+    from speechsr.inference import output_subtype
     res = reference_mode(src, upsampler, args.channel)
     if not args.no_perceptual:
         from speechsr import metrics

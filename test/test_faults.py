@@ -321,7 +321,8 @@ def test_upsampler_bounds_its_window(tiny_model):
 
 def test_nan_input_is_named_and_short_reference_warns_once_without_library_warnings(tiny_model, tmp_path, caplog):
     import warnings
-    from speechsr.inference import load_upsampler, reference_mode, upsample_file
+    from speechsr.evaluation import reference_mode
+    from speechsr.inference import load_upsampler, upsample_file
     up = settings.load("upsampling")
     upsampler = load_upsampler(tiny_model.path, up)
     x = np.full(4000, 0.1, np.float32)

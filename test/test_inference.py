@@ -15,7 +15,8 @@ import soundfile as sf
 
 from conftest import run_script, speech_like
 from speechsr import audio, bandlimit
-from speechsr.inference import InputBandError, Upsampler, check_input_band, reference_mode, upsample_file
+from speechsr.evaluation import reference_mode
+from speechsr.inference import InputBandError, Upsampler, check_input_band, upsample_file
 from speechsr.model import build_model, required_multiple
 
 ROOT = Path(__file__).resolve().parents[1]

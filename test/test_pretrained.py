@@ -9,7 +9,8 @@ import keras
 
 from conftest import PROJECT_ROOT
 from speechsr import model_io, settings
-from speechsr.inference import load_upsampler, reference_mode
+from speechsr.evaluation import reference_mode
+from speechsr.inference import load_upsampler
 
 PRETRAINED = PROJECT_ROOT / "models" / "pretrained" / "model.keras"
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import PROJECT_ROOT, speech_like
-from speechsr import audio, channel, routing, settings
+from speechsr import audio, channel, evaluation, routing, settings
 
 SR = 16000
 TEL = routing.TELEPHONE_RATE
@@ -173,18 +173,18 @@ def test_reference_mode_through_the_telephone_channel(inputs, tiny_model):
     from speechsr import inference
     up = settings.apply_overrides(settings.load("upsampling"), {"window_seconds": 0.512, "overlap_seconds": 0.128})
     four_x = inference.load_upsampler(tiny_model.path, up, runtime="tf")
-    res = inference.reference_mode(inputs["wide"], four_x, "telephone")
+    res = evaluation.reference_mode(inputs["wide"], four_x, "telephone")
     ref = res["signals"]["reference"]
     assert res["rates"]["low_res"] == TEL and len(res["signals"]["low_res"]) * 2 == len(ref)
     assert len(res["signals"]["model"]) == len(ref) and set(res["metrics"]) == {"model", "sinc", "spline"}
     assert band_db(res["signals"]["low_res"], TEL, 3700, 4000) < -20
-    sox = inference.reference_mode(inputs["wide"], four_x)
+    sox = evaluation.reference_mode(inputs["wide"], four_x)
     assert sox["rates"]["low_res"] == 4000 and res["metrics"]["sinc"]["snr"] != sox["metrics"]["sinc"]["snr"]
-    fallback = inference.reference_mode(inputs["wide"], routing.SincUpsampler(), "telephone")
+    fallback = evaluation.reference_mode(inputs["wide"], routing.SincUpsampler(), "telephone")
     np.testing.assert_allclose(fallback["signals"]["model"], fallback["signals"]["sinc"], atol=1e-3)
     np.testing.assert_array_equal(fallback["signals"]["low_res"], res["signals"]["low_res"])  # seeded by name
     with pytest.raises(ValueError, match="channel"):
-        inference.reference_mode(inputs["wide"], four_x, "radio")
+        evaluation.reference_mode(inputs["wide"], four_x, "radio")
 
 
 def test_command_line_reference_with_telephone_channel(inputs, tmp_path, script_main):

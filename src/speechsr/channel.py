@@ -28,6 +28,9 @@ from functools import lru_cache
 import numpy as np
 
 CODECS = ("ulaw", "alaw")
+#: How reference mode and evaluate.py make the low-res input from high-res audio (``--channel``).
+LOW_RES_CHANNELS = ("sox", "telephone")
+TELEPHONE_RATE = 8000  # Hz
 #: Width (Hz) of the band-pass's transitions: full attenuation this far outside an edge.
 TRANSITION_HZ = 200.0
 #: Stop-band attenuation of the band-pass in dB.

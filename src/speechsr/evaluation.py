@@ -1,6 +1,6 @@
 """Evaluate a model on high-res files against the sinc and spline baselines.
 
-Each file goes through :func:`speechsr.inference.reference_mode` (sox-downsampled to the
+Each file goes through :func:`reference_mode` (sox-downsampled to the
 model's input rate, upsampled, compared with the original). The fast metrics
 (:func:`speechsr.metrics.spectral`: SNR, LSD, LSD-LF/HF, high-band energy, pause noise) are
 computed as files are upsampled; the slow perceptual ones (:func:`speechsr.metrics.perceptual`:
@@ -20,15 +20,21 @@ import html
 import io
 import math
 import multiprocessing
+import logging
 import os
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from speechsr import audio, metrics
+from speechsr import audio, bandlimit, baselines, metrics
 from speechsr.audio import atomic_path
-from speechsr.inference import Upsampler, reference_mode
+from speechsr.channel import LOW_RES_CHANNELS, TELEPHONE_RATE
+from speechsr.inference import Upsampler, decide_lowpass
+
+log = logging.getLogger("speechsr")
 
 METHODS = ("model", "sinc", "spline")
 SPECTRAL = ("snr", "lsd", "lsd_lf", "lsd_hf", "hf_energy", "pause_noise")
@@ -37,6 +43,84 @@ METRIC_LABELS = {"snr": "SNR (dB)", "lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": 
                  "hf_energy": "HF energy (dB)", "pause_noise": "pause noise (dB)", "visqol": "ViSQOL",
                  "stoi": "STOI", "p808": "P.808"}
 METRIC_FORMATS = {"snr": ".2f", "hf_energy": ".1f", "pause_noise": ".1f", "stoi": ".3f"}
+
+
+
+# ------------------------------------------------------------------ reference mode
+
+def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel: str = "sox") -> dict:
+    """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
+
+    The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
+    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it, band-limited
+    further as the upsampler's ``input_lowpass`` decides (sox output stays below the 'auto'
+    threshold in practice). ``signals["low_res"]`` is the sox output. Returns
+    ``{"metrics": {method: metrics.spectral(...)}, "signals": {"reference", "low_res", "model",
+    "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
+
+    ``channel`` 'telephone': the low-res input is the reference through
+    :class:`speechsr.channel.TelephoneChannel` (8 kHz, G.711, seeded by the file name) instead;
+    the baselines interpolate that 8 kHz signal, the model gets it resampled to its input rate.
+    """
+    s = upsampler.settings
+    f = upsampler.factor
+    if channel not in LOW_RES_CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(LOW_RES_CHANNELS)}, got {channel!r}")
+    low_rate = s.input_rate if channel == "sox" else TELEPHONE_RATE
+    f = math.lcm(f, s.output_rate // low_rate)
+    x, rate = audio.read_audio(hires_path)
+    if rate < s.output_rate:
+        log.warning("%s: sampled at %d Hz, below the %d Hz output rate; the reference lacks the high band",
+                    hires_path, rate, s.output_rate)
+    ref = audio.resample(x, rate, s.output_rate)
+    ref = ref[:len(ref) - len(ref) % f]
+    if ref.size == 0:
+        raise audio.AudioError(f"{hires_path}: too short for reference mode")
+    if channel == "sox":
+        low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    else:
+        from speechsr import channel as phone
+        seed = phone.clip_seed(0, Path(hires_path).name)
+        low = phone.TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
+    model_input = low
+    if low_rate != s.input_rate:
+        n = ref.size * s.input_rate // s.output_rate
+        model_input = audio.resample(low, low_rate, s.input_rate)
+        model_input = np.pad(model_input, (0, max(0, n - model_input.size)))[:n]
+    if decide_lowpass(upsampler, hires_path, model_input):
+        model_input = np.concatenate(list(bandlimit.lowpass_stream([model_input])))
+    t0 = time.perf_counter()
+    y = upsampler.upsample(model_input)
+    model_seconds = time.perf_counter() - t0
+    if ref.size < 2048:
+        log.warning("%s: %.3f s is shorter than one 2048-sample LSD frame; LSD is approximate",
+                    hires_path, ref.size / s.output_rate)
+    with warnings.catch_warnings():  # numpy/scipy/librosa warnings on silent or very short files
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        signals = {"reference": ref, "low_res": low, "model": y,
+                   "sinc": baselines.sinc(low, low_rate, s.output_rate),
+                   "spline": baselines.spline(low, low_rate, s.output_rate)}
+        scores = {m: metrics.spectral(ref, signals[m], s.output_rate, low_rate / 2)
+                  for m in ("model", "sinc", "spline")}
+    rates = {name: (low_rate if name == "low_res" else s.output_rate) for name in signals}
+    return {"metrics": scores, "signals": signals, "rates": rates,
+            "duration_s": ref.size / s.output_rate, "model_seconds": model_seconds}
+
+
+TABLE_COLUMNS = (("snr", "SNR (dB)", ".2f"), ("lsd", "LSD", ".3f"), ("lsd_hf", "LSD-HF", ".3f"),
+                 ("hf_energy", "HF energy (dB)", ".1f"), ("visqol", "ViSQOL", ".3f"), ("stoi", "STOI", ".3f"),
+                 ("p808", "P.808", ".3f"))
+
+
+def format_metrics_table(scores: dict) -> str:
+    """A small text table of ``{method: {metric: value}}`` (the columns present; README "Metrics")."""
+    present = [c for c in TABLE_COLUMNS if any(c[0] in v for v in scores.values())]
+    lines = [f"{'method':<10}" + "".join(f" {label:>14}" for _, label, _ in present)]
+    for m, v in scores.items():
+        cells = [format(v[k], f) if k in v and np.isfinite(v[k]) else "" for k, _, f in present]
+        lines.append(f"{m:<10}" + "".join(f" {c:>14}" for c in cells))
+    return "\n".join(lines)
 
 
 def columns(perceptual: bool = True) -> list[str]:
@@ -62,7 +146,7 @@ def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: boo
 
     ``jobs`` worker processes (default: all cores) score the perceptual metrics while the
     model upsamples the next files; ``perceptual=False`` skips them. ``channel``: how the low-res
-    input is made (:func:`speechsr.inference.reference_mode`: 'sox' or 'telephone').
+    input is made (:func:`reference_mode`: 'sox' or 'telephone').
     """
     upsampler.warmup()  # trace once, outside the timed region
     rows: list[dict] = []

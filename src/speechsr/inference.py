@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from speechsr import audio, bandlimit, settings
+from speechsr.channel import LOW_RES_CHANNELS
 from speechsr.runtime import AUTO_ORDER, RUNTIMES, WindowRunner, quiet_stderr
 from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
@@ -44,8 +45,6 @@ PCM_SUBTYPES = ("PCM_16", "PCM_24")
 
 
 #: How reference mode makes its low-res input: sox (as preprocessing) or a telephone line.
-CHANNELS = ("sox", "telephone")
-TELEPHONE_RATE = 8000
 
 
 class InputBandError(ValueError):
@@ -136,7 +135,7 @@ class Upsampler:
     low-res samples (overlap at least one multiple, at most half the window). Streaming holds
     at most ``window + batch_size * hop`` low-res samples besides the current block.
     ``input_lowpass`` ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file
-    by :func:`upsample_file` and :func:`reference_mode`, not by :meth:`stream`.
+    by :func:`upsample_file` and :func:`speechsr.evaluation.reference_mode`, not by :meth:`stream`.
     """
 
     def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
@@ -158,7 +157,7 @@ class Upsampler:
         self.hop = self.window - self.overlap
         self.batch_size = batch_size
         bandlimit.check_mode(input_lowpass)
-        self.input_lowpass = input_lowpass  # used per file by upsample_file / reference_mode
+        self.input_lowpass = input_lowpass  # used per file by upsample_file / evaluation.reference_mode
         # Cross-fade over the middle of the overlap, away from both windows' padded edges.
         self.margin = min(receptive_context(s), self.overlap * 3 // 8)
         f = self.factor
@@ -416,7 +415,7 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     t0 = time.perf_counter()
     blocks = audio.iter_audio_blocks(in_path, block_seconds, rate=upsampler.input_rate)
     first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass
-    lowpass = _decide_lowpass(upsampler, in_path, first)
+    lowpass = decide_lowpass(upsampler, in_path, first)
     blocks = itertools.chain([first], blocks)
     if lowpass:
         blocks = bandlimit.lowpass_stream(blocks)
@@ -455,7 +454,7 @@ def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts:
             counts["first"] = time.perf_counter() - t0
 
 
-def _decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
+def decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
     """Whether to band-limit an input whose first samples (model input rate) are ``head``."""
     lowpass = bandlimit.needs_lowpass(head, upsampler.input_lowpass)
     if lowpass and upsampler.input_lowpass == "auto":
@@ -463,85 +462,6 @@ def _decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
                  "like the training inputs (input_lowpass 'auto')", name, bandlimit.edge_energy_db(head),
                  bandlimit.EDGE * upsampler.input_rate / 2, bandlimit.CUTOFF * upsampler.input_rate / 2)
     return lowpass
-
-
-# ------------------------------------------------------------------ reference mode
-
-def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel: str = "sox") -> dict:
-    """Evaluate on a high-res file: downsample it as preprocessing does, upsample, compare.
-
-    The reference is read, resampled to ``output_rate`` Hz if needed and cut to a multiple
-    of ``factor`` samples; the low-res input is ``audio.sox_downsample`` of it, band-limited
-    further as the upsampler's ``input_lowpass`` decides (sox output stays below the 'auto'
-    threshold in practice). ``signals["low_res"]`` is the sox output. Returns
-    ``{"metrics": {method: metrics.spectral(...)}, "signals": {"reference", "low_res", "model",
-    "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
-
-    ``channel`` 'telephone': the low-res input is the reference through
-    :class:`speechsr.channel.TelephoneChannel` (8 kHz, G.711, seeded by the file name) instead;
-    the baselines interpolate that 8 kHz signal, the model gets it resampled to its input rate.
-    """
-    from speechsr import baselines, metrics
-    s = upsampler.settings
-    f = upsampler.factor
-    if channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
-    low_rate = s.input_rate if channel == "sox" else TELEPHONE_RATE
-    f = math.lcm(f, s.output_rate // low_rate)
-    x, rate = audio.read_audio(hires_path)
-    if rate < s.output_rate:
-        log.warning("%s: sampled at %d Hz, below the %d Hz output rate; the reference lacks the high band",
-                    hires_path, rate, s.output_rate)
-    ref = audio.resample(x, rate, s.output_rate)
-    ref = ref[:len(ref) - len(ref) % f]
-    if ref.size == 0:
-        raise audio.AudioError(f"{hires_path}: too short for reference mode")
-    if channel == "sox":
-        low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
-    else:
-        from speechsr import channel as phone
-        seed = phone.clip_seed(0, Path(hires_path).name)
-        low = phone.TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
-    model_input = low
-    if low_rate != s.input_rate:
-        n = ref.size * s.input_rate // s.output_rate
-        model_input = audio.resample(low, low_rate, s.input_rate)
-        model_input = np.pad(model_input, (0, max(0, n - model_input.size)))[:n]
-    if _decide_lowpass(upsampler, hires_path, model_input):
-        model_input = np.concatenate(list(bandlimit.lowpass_stream([model_input])))
-    t0 = time.perf_counter()
-    y = upsampler.upsample(model_input)
-    model_seconds = time.perf_counter() - t0
-    import warnings
-    if ref.size < 2048:
-        log.warning("%s: %.3f s is shorter than one 2048-sample LSD frame; LSD is approximate",
-                    hires_path, ref.size / s.output_rate)
-    with warnings.catch_warnings():  # numpy/scipy/librosa warnings on silent or very short files
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        signals = {"reference": ref, "low_res": low, "model": y,
-                   "sinc": baselines.sinc(low, low_rate, s.output_rate),
-                   "spline": baselines.spline(low, low_rate, s.output_rate)}
-        scores = {m: metrics.spectral(ref, signals[m], s.output_rate, low_rate / 2)
-                  for m in ("model", "sinc", "spline")}
-    rates = {name: (low_rate if name == "low_res" else s.output_rate) for name in signals}
-    return {"metrics": scores, "signals": signals, "rates": rates,
-            "duration_s": ref.size / s.output_rate, "model_seconds": model_seconds}
-
-
-TABLE_COLUMNS = (("snr", "SNR (dB)", ".2f"), ("lsd", "LSD", ".3f"), ("lsd_hf", "LSD-HF", ".3f"),
-                 ("hf_energy", "HF energy (dB)", ".1f"), ("visqol", "ViSQOL", ".3f"), ("stoi", "STOI", ".3f"),
-                 ("p808", "P.808", ".3f"))
-
-
-def format_metrics_table(scores: dict) -> str:
-    """A small text table of ``{method: {metric: value}}`` (the columns present; README "Metrics")."""
-    present = [c for c in TABLE_COLUMNS if any(c[0] in v for v in scores.values())]
-    lines = [f"{'method':<10}" + "".join(f" {label:>14}" for _, label, _ in present)]
-    for m, v in scores.items():
-        cells = [format(v[k], f) if k in v and np.isfinite(v[k]) else "" for k, _, f in present]
-        lines.append(f"{m:<10}" + "".join(f" {c:>14}" for c in cells))
-    return "\n".join(lines)
 
 
 def add_upsampler_arguments(parser) -> None:
@@ -556,7 +476,7 @@ def add_upsampler_arguments(parser) -> None:
                         help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
                              "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
                              "TensorFlow; auto (default): lite when its export matches the model, else tf")
-    parser.add_argument("--channel", choices=CHANNELS, default="sox",
+    parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
                         help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
                              "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
                              "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")

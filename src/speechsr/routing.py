@@ -32,12 +32,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from speechsr import audio, bandlimit, settings
+from speechsr.channel import TELEPHONE_RATE
 
 log = logging.getLogger("speechsr")
 
 #: The telephony model (8 kHz -> 16 kHz), relative to the project root.
 TELEPHONY_MODEL = "models/pretrained-telephony/model.keras"
-TELEPHONE_RATE = 8000
 OUTPUT_RATE = 16000
 #: Content above this (Hz) marks telephone-band input; a 4 kHz-sampled signal has none.
 NARROW_EDGE_HZ = 2200.0
@@ -65,7 +65,10 @@ class Route:
 
 
 def telephony_model_path() -> Path:
-    """Where the shipped telephony model lives (it may not exist yet)."""
+    """Where the shipped telephony model lives (it may not exist yet). An installed wheel keeps it
+    in the package ``speechsr.models.pretrained_telephony`` (a package name has no '-')."""
+    if settings.INSTALLED:
+        return settings.PROJECT_ROOT / TELEPHONY_MODEL.replace("pretrained-telephony", "pretrained_telephony")
     return settings.project_path(TELEPHONY_MODEL)
 
 
