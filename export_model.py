@@ -39,7 +39,14 @@ def main(argv=None) -> int:
         if not m.is_file() or not m.with_suffix(".json").is_file():
             print(f"error: {m}: no trained model (with its .json sidecar) there", file=sys.stderr)
             return 2
-    jobs = [(m, v) for m in models for v in args.variants]
+    jobs = []
+    for m in models:
+        for v in args.variants:
+            if v == "lite-int8" and _has_high_band(m):
+                print(f"no {v} export for {m}: int8 weights break its high-band envelope layer's fixed DFT "
+                      "kernels (the float32 export is the lean runtime's)")
+            else:
+                jobs.append((m, v))
     todo = [(m, v) for m, v in jobs if args.force or not _current(m, v)]
     for m, v in jobs:
         if (m, v) not in todo:
@@ -67,6 +74,12 @@ def main(argv=None) -> int:
         print(f"wrote {res['path']} ({res['bytes'] / 1e6:.1f} MB; matches {m.name}: SNR {res['snr_db']:.1f} dB, "
               f"max |diff| {res['max_abs_diff']:.1e})")
     return 0
+
+
+def _has_high_band(model: Path) -> bool:
+    """Whether the model (by its .json sidecar) has the learned high-band envelope layer."""
+    import json
+    return bool(json.loads(model.with_suffix(".json").read_text())["model_settings"].get("high_band_bands"))
 
 
 def _current(model: Path, variant: str) -> bool:

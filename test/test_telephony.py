@@ -167,6 +167,22 @@ def test_command_line_routes_8k_phone_speech(inputs, tmp_path, script_main):
         assert "sinc" in r.stderr
         x, _ = sf.read(inputs["phone"], dtype="float32")
         np.testing.assert_allclose(y, np.clip(routing.SincUpsampler().upsample(x), -1, 1), atol=1e-4)
+    else:
+        assert "pretrained-telephony" in r.stderr
+
+
+def test_shipped_telephony_model_beats_sinc_on_the_bundled_example_through_the_channel():
+    """models/pretrained-telephony on the ARCTIC example through the phone line (8 kHz, G.711)."""
+    from speechsr import inference
+    path = routing.telephony_model_path()
+    assert path.is_file() and path.stat().st_size <= 20 * 2**20
+    model = inference.load_upsampler(path, settings.load("upsampling"))
+    assert model.settings.input_rate == TEL and model.settings.high_band_bands > 0
+    res = evaluation.reference_mode(PROJECT_ROOT / "examples" / "arctic_a0007.wav", model, "telephone")
+    m = res["metrics"]
+    assert m["model"]["snr"] > m["sinc"]["snr"] + 2.0, m  # the band below 300 Hz restored
+    assert m["model"]["lsd"] < m["sinc"]["lsd"] - 2.0 and m["model"]["lsd"] < m["spline"]["lsd"], m
+    assert abs(m["model"]["hf_energy"]) < 10 and m["sinc"]["hf_energy"] < -40, m  # a band at about real level
 
 
 def test_reference_mode_through_the_telephone_channel(inputs, tiny_model):

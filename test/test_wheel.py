@@ -25,9 +25,11 @@ from speechsr.cli import model_card_version
 pytestmark = pytest.mark.slow
 
 MODELS = PROJECT_ROOT / "models" / "pretrained"
+TELEPHONY = PROJECT_ROOT / "models" / "pretrained-telephony"  # in the wheel: speechsr/models/pretrained_telephony
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"
 #: What the wheel is built from (pyproject.toml maps the top-level folders into the package).
-SOURCES = ["pyproject.toml", "README.md", "LICENSE", "src", "settings", "preprocessing", "models/pretrained"]
+SOURCES = ["pyproject.toml", "README.md", "LICENSE", "src", "settings", "preprocessing", "models/pretrained",
+           "models/pretrained-telephony"]
 JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.stamp", "*.egg-info", ".*")
 
 
@@ -60,6 +62,7 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     package = PROJECT_ROOT / "src" / "speechsr"
     expected = [f"speechsr/{p.relative_to(package)}" for p in package.rglob("*.py") if "__pycache__" not in p.parts]
     expected += [f"speechsr/models/pretrained/{p.name}" for p in MODELS.iterdir() if p.is_file()]
+    expected += [f"speechsr/models/pretrained_telephony/{p.name}" for p in TELEPHONY.iterdir() if p.is_file()]
     expected += [f"speechsr/default_settings/{p.relative_to(PROJECT_ROOT / 'settings')}"
                  for p in (PROJECT_ROOT / "settings").rglob("*.json")]
     expected += ["speechsr/ops/subpixel_shuffle.cc", "speechsr/_scripts/src/build_ops.sh",
@@ -70,8 +73,9 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     assert not missing, f"not in the wheel (add new subpackages to pyproject.toml's packages): {missing}"
     assert not [n for n in sizes if n.endswith(".so")]  # pure wheel: the op is built where it runs
     assert "speechsr = speechsr.cli:main" in entry_points
-    models = sum(p.stat().st_size for p in MODELS.iterdir() if p.is_file())
-    rest = sum(s for n, s in sizes.items() if not n.startswith("speechsr/models/pretrained/"))
+    models = sum(p.stat().st_size for d in (MODELS, TELEPHONY) for p in d.iterdir() if p.is_file())
+    rest = sum(s for n, s in sizes.items() if not n.startswith(("speechsr/models/pretrained/",
+                                                                "speechsr/models/pretrained_telephony/")))
     assert rest <= 2**20 and wheel.stat().st_size <= models + 2**20, (rest, wheel.stat().st_size, models)
 
 
