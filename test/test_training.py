@@ -309,3 +309,21 @@ def test_multiworker_strategy_with_two_local_workers(tiny_settings_dir, tmp_path
     run = tmp_path / "models" / "tiny"
     assert len((run / "val_loss.txt").read_text().split()) == 2  # written once, by the chief
     assert (run / "best.keras").is_file()
+
+
+def test_creating_a_trainer_writes_nothing_and_overwrite_empties_the_folder_only_in_fit(tiny_settings_dir):
+    from speechsr.training import Trainer, TrainingError
+    ms = settings.load("model", tiny_settings_dir)
+    ts = settings.apply_overrides(settings.load("training", tiny_settings_dir), {"epochs": 1, "steps_per_epoch": 2})
+    run = settings.project_path(ts.models_dir) / ts.run_name
+    trainer = Trainer(ms, ts)
+    assert not run.exists()  # building model, optimizer and strategy touches no disk
+    trainer.fit()
+    assert (run / "best.keras").is_file() and (run / "settings" / "training_settings.json").is_file()
+    with pytest.raises(TrainingError, match="exists"):
+        Trainer(ms, ts)
+    (run / "marker").write_text("old run")
+    again = Trainer(ms, ts, overwrite=True)
+    assert (run / "marker").is_file()  # still there until fit()
+    again.fit()
+    assert not (run / "marker").exists() and (run / "best.keras").is_file()

@@ -138,7 +138,7 @@ class Trainer:
         self.run_dir = settings_mod.project_path(ts.models_dir) / ts.run_name
         ckpt_dir = self.run_dir / "checkpoints"
         if self.chief:
-            self._prepare_run_dir(ckpt_dir, resume, overwrite)
+            self._check_run_dir(ckpt_dir, resume, overwrite)  # checks only: fit() writes the folder
         # non-chief workers must still write their checkpoint shards somewhere: a private temp dir
         self.ckpt_dir = ckpt_dir if self.chief else Path(tempfile.mkdtemp(prefix="speechsr-worker-"))
         if not self.chief and resume and ckpt_dir.exists():
@@ -209,16 +209,24 @@ class Trainer:
         log.info("initialised from %s%s", path, "" if copy_high_band else " (the U-Net; a new high-band layer)")
 
     # -- run folder -------------------------------------------------------------------------
-    def _prepare_run_dir(self, ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
-        if self.run_dir.exists() and not resume:
-            if not overwrite and any(self.run_dir.iterdir()):
-                raise TrainingError(f"run folder {self.run_dir} exists: pass --resume to continue it, "
-                                    "--overwrite to start again, or another --run-name")
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+    def _check_run_dir(self, ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
+        """Refuse a run folder that cannot be used as asked (nothing is written here)."""
+        self._start_afresh = self.run_dir.exists() and not resume
+        if self._start_afresh and not overwrite and any(self.run_dir.iterdir()):
+            raise TrainingError(f"run folder {self.run_dir} exists: pass --resume to continue it, "
+                                "--overwrite to start again, or another --run-name")
         if resume and not ckpt_dir.exists():
             raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
         if resume:
             self._check_resumed_settings()
+
+    def _write_run_dir(self) -> None:
+        """Empty the run folder when starting afresh (--overwrite), then write its settings."""
+        if self._start_afresh:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._start_afresh = False
+            # a manager made before the removal still lists the removed checkpoints
+            self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.ckpt_dir), max_to_keep=2)
         (self.run_dir / "settings").mkdir(parents=True, exist_ok=True)
         for kind, s in (("model", self.ms), ("training", self.ts)):
             with atomic_path(self.run_dir / "settings" / settings_mod.SETTINGS_FILES[kind]) as tmp:
@@ -354,7 +362,10 @@ class Trainer:
         self.manager.save()
 
     def fit(self) -> dict:
-        """Train until ``epochs``; returns the last epoch's record."""
+        """Train until ``epochs``; returns the last epoch's record. The run folder is written
+        from here on (creating a Trainer writes nothing)."""
+        if self.chief:
+            self._write_run_dir()
         writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard")) if self.chief else None
         record = {}
         while int(self.epoch.numpy()) < self.ts.epochs:
