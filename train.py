@@ -19,7 +19,7 @@ import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
-from speechsr.cli import close_progress_bars, interrupted, stop_on_sigterm
+from speechsr.cli import failure_exit_code, stop_on_sigterm
 
 
 def parse_args(argv=None):
@@ -39,10 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--validation-csv", help="override training 'validation_csv'")
     p.add_argument("--init-from", metavar="MODEL.keras",
                    help="override training 'init_from': start a new run from this model's weights (fine-tuning)")
-    p.add_argument("--subpixel", choices=("auto", "op", "reshape"), help="override model 'subpixel_implementation'")
+    p.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS, help="override model 'subpixel_implementation'")
     return p.parse_args(argv)
-
-
 
 
 def main(argv=None) -> int:
@@ -67,14 +65,8 @@ def main(argv=None) -> int:
         trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
         record = trainer.fit()
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        if interrupted(e):
-            close_progress_bars()  # else a bar redraws itself after the message at exit
-            print("\ninterrupted: add --resume to continue from the last checkpoint", file=sys.stderr)
-            return 130
-        if isinstance(e, (settings.SettingsError, TrainingError, ValueError, OSError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+        return failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError),
+                                 "\ninterrupted: add --resume to continue from the last checkpoint")
     print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0

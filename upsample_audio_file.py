@@ -33,7 +33,7 @@ from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import settings
-from speechsr.cli import close_progress_bars, interrupted, stop_on_sigterm
+from speechsr.cli import failure_exit_code, stop_on_sigterm
 from speechsr.audio import AudioError, audio_info, check_output_format
 from speechsr.inference import add_upsampler_arguments
 
@@ -266,15 +266,8 @@ def main(argv=None) -> int:
             return 0
         return run_files(pairs, route_files(pairs, up, args, default_model), up, args)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        if interrupted(e):
-            close_progress_bars()  # else a bar redraws itself after the message at exit
-            print("\ninterrupted: no partial output was left", file=sys.stderr)
-            return 130
-        if isinstance(e, (settings.SettingsError, AudioError, inference.InputBandError, ValueError, OSError,
-                          RuntimeError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+        return failure_exit_code(e, (settings.SettingsError, AudioError, inference.InputBandError, ValueError,
+                                     OSError, RuntimeError), "\ninterrupted: no partial output was left")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import sys
 
 from speechsr import settings
-from speechsr.cli import interrupted, stop_on_sigterm
+from speechsr.cli import failure_exit_code, interrupted, stop_on_sigterm
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +30,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=os.cpu_count(), help="worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
-
 
 
 def main(argv=None) -> int:
@@ -49,16 +48,11 @@ def main(argv=None) -> int:
             "splice_duration": args.splice_duration})["data"]
         s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        if interrupted(e):
-            print("interrupted: rerun to continue (complete recordings are kept)", file=sys.stderr)
-            return 130
-        if isinstance(e, WriteError):
+        if isinstance(e, WriteError) and not interrupted(e):
             print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
             return 2
-        if isinstance(e, (settings.SettingsError, CorpusError, ValueError, OSError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+        return failure_exit_code(e, (settings.SettingsError, CorpusError, ValueError, OSError),
+                                 "interrupted: rerun to continue (complete recordings are kept)")
     print(f"recordings: {s.found} found, {s.processed} processed, {s.reused} reused, "
           f"{len(s.skipped)} skipped")
     for sk in s.skipped[:10]:

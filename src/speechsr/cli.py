@@ -60,6 +60,23 @@ def interrupted(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt) or _signalled
 
 
+def failure_exit_code(error: BaseException, errors: tuple, interrupted_message: str) -> int:
+    """The exit code of a script whose ``main`` ended with ``error``; call it from ``except BaseException``.
+
+    An interruption (:func:`interrupted`) closes progress bars, prints ``interrupted_message`` and
+    gives 130; one of the expected ``errors`` prints ``error: <message>`` and gives 2 (both on
+    stderr, one line); anything else is re-raised.
+    """
+    if interrupted(error):
+        close_progress_bars()  # else a bar redraws itself after the message at exit
+        print(interrupted_message, file=sys.stderr)
+        return 130
+    if isinstance(error, errors):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    raise error
+
+
 def close_progress_bars() -> None:
     """Close open tqdm bars (else a bar redraws itself after an interruption message)."""
     if "tqdm" in sys.modules:

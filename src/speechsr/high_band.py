@@ -165,14 +165,14 @@ def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, 
     The reference's energies are raised by the level the model plays (:func:`played_level_db`,
     averaged over each band).
     """
-    w = tf.constant(band_matrix(rate, edge_hz, bands))
+    w = band_matrix(rate, edge_hz, bands)
+    level = (played_level_db(rate, edge_hz, gain_db, tilt_db) @ w) / np.maximum(w.sum(axis=0), 1e-9)  # [bands] dB
+    w = tf.constant(w)
 
     def log_bands(x):
         spec = tf.signal.stft(x[..., 0], N_FFT, HOP, N_FFT, window_fn=tf.signal.hann_window)
         power = tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))  # |z|^2 without |z|'s NaN gradient at 0
         return tf.math.log(tf.matmul(power, w) + LOG_EPS) / np.log(10.0)
 
-    level = band_matrix(rate, edge_hz, bands)
-    level = (played_level_db(rate, edge_hz, gain_db, tilt_db) @ level) / np.maximum(level.sum(axis=0), 1e-9)
     error = log_bands(y_hat) - (log_bands(y) + tf.constant(level.astype(np.float32)) / 10.0)
     return tf.reduce_mean(tf.square(error), axis=[1, 2])

@@ -44,9 +44,6 @@ log = logging.getLogger("speechsr")
 PCM_SUBTYPES = ("PCM_16", "PCM_24")
 
 
-#: How reference mode makes its low-res input: sox (as preprocessing) or a telephone line.
-
-
 class InputBandError(ValueError):
     """The input already has high-band content: it is not low-res audio for this model."""
 
@@ -238,7 +235,7 @@ class Upsampler:
 
     def _emit(self, windows: list[np.ndarray], state: dict, last) -> np.ndarray:
         """Run a batch and overlap-add it; returns the output samples now final."""
-        W, H, O, f = self.window, self.hop, self.overlap, self.factor
+        H, O, f = self.hop, self.overlap, self.factor
         outputs = self._run(np.stack(windows))
         pieces = []
         for y in outputs:
@@ -470,7 +467,7 @@ def add_upsampler_arguments(parser) -> None:
     settings.add_settings_arguments(parser)
     parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
     parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
-    parser.add_argument("--subpixel", choices=("auto", "op", "reshape"),
+    parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
                         help="subpixel shuffle implementation (TensorFlow runtime)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "

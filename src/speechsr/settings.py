@@ -92,6 +92,7 @@ class DataSettings:
 
 
 TRAINABLE = ("all", "high_band")
+SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --subpixel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ class ModelSettings:
     batch_norm: bool = _field("bool", doc="batch normalisation in downsampling blocks")
     interpolation_taps: int = _field("int", lambda v: 2 <= v <= 256,
                                      "half-length (input samples) of the fixed windowed-sinc interpolator")
-    subpixel_implementation: str = _field("str", lambda v: v in ("auto", "op", "reshape"),
+    subpixel_implementation: str = _field("str", lambda v: v in SUBPIXEL_IMPLEMENTATIONS,
                                           "'auto' (compiled op if built), 'op' or 'reshape'")
     high_band_bands: int = _field("int", lambda v: v == 0 or 2 <= v <= 64,
                                   "mel bands of the learned high-band envelope after the U-Net "

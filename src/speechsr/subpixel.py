@@ -30,8 +30,8 @@ import keras
 import tensorflow as tf
 
 from speechsr import ops
+from speechsr.settings import SUBPIXEL_IMPLEMENTATIONS as IMPLEMENTATIONS
 
-IMPLEMENTATIONS = ("auto", "op", "reshape")
 ENV_VAR = "SPEECHSR_SUBPIXEL"
 OP_DTYPES = (tf.float32, tf.float64)
 
