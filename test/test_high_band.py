@@ -70,13 +70,49 @@ def test_band_energy_loss_is_zero_at_the_played_level_and_grows_away_from_it():
     assert loss(y * 10 ** (-6 / 20), 0.0) == pytest.approx(0.36, rel=1e-3)  # (log10 of -6 dB)^2
 
 
-def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path):
-    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2)
+def test_overshoot_weight_counts_a_too_loud_band_more_than_a_too_quiet_one():
+    y = tf.constant(speech_like(0.5, RATE, seed=1)[None, :, None])
+    loss = lambda y_hat, w: float(high_band.band_energy_loss(y, y_hat, RATE, EDGE, 8, overshoot_weight=w)[0])  # noqa: E731
+    louder, quieter = y * 10 ** (6 / 20), y * 10 ** (-6 / 20)
+    assert loss(louder, 1.0) == pytest.approx(loss(quieter, 1.0), rel=1e-4)
+    assert loss(louder, 4.0) == pytest.approx(4 * loss(quieter, 4.0), rel=1e-4)
+    assert loss(quieter, 4.0) == pytest.approx(loss(quieter, 1.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("copy_hz", [EDGE, 3000.0])
+def test_copy_source_bins_replicate_from_below_the_edge_with_hop_consistent_shifts(copy_hz):
+    source = high_band.copy_source_bins(RATE, EDGE, copy_hz)
+    first = high_band.edge_bin(RATE, copy_hz)
+    assert source[:first].tolist() == list(range(first))
+    assert source[first:].max() < high_band.edge_bin(RATE, EDGE) - high_band.COPY_MARGIN
+    assert all((k - source[k]) % (high_band.N_FFT // high_band.HOP) == 0 for k in range(high_band.BINS))
+    assert high_band.copy_source_bins(RATE, EDGE, 0.0).tolist() == list(range(high_band.BINS))
+
+
+def test_copy_excitation_replicates_the_band_below_the_edge_upwards():
+    lay = high_band.HighBandEnvelope(RATE, EDGE, bands=8, channels=8, layers=2, copy_hz=EDGE)
+    lay.build((None, None, 1))
+    t = np.arange(RATE) / RATE
+    tone = (0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32)  # bin 48: copied to bins 84, 116, ...
+    out = lay(tf.constant(tone[None, :, None])).numpy()[0, :, 0]
+    assert band_db(out, 2000, 8000) > band_db(tone, 2000, 8000) + 40  # a band made from nothing there
+    for f in (1500 + 36 * 31.25, 1500 + 68 * 31.25):  # the tone's first two copies
+        assert band_db(out, f - 40, f + 40) > band_db(out, f + 200, f + 800) + 20
+    with pytest.raises(ValueError, match="copy_hz >= the 2000.0 Hz edge"):
+        high_band.HighBandEnvelope(RATE, EDGE, bands=8, copy_hz=1000.0)
+
+
+@pytest.mark.parametrize("copy_hz, edge_hz", [(0.0, 0.0), (4000.0, 1800.0)])
+def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz):
+    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2,
+                            high_band_copy_hz=copy_hz, high_band_edge_hz=edge_hz)
     model = perturbed_model(s, seed=3)
     path = tmp_path / "hb.keras"
     model_io.save_model(model, path, s)
     loaded, loaded_s, _ = model_io.load_model(path)
     assert loaded_s.high_band_bands == 8 and loaded.get_layer("high_band").gain_db == 0.0
+    assert loaded.get_layer("high_band").copy_hz == copy_hz
+    assert loaded.get_layer("high_band").edge_hz == (edge_hz or 2000.0)
     x = speech_like(3.0, 4000, seed=5)
     n = len(x) // 32 * 32
     whole = loaded(x[None, :n, None]).numpy()[0, :, 0]

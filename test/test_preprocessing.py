@@ -18,7 +18,7 @@ import soxr
 from conftest import run_script, speech_like
 from speechsr import audio, settings, splicing
 from speechsr.corpus import CorpusError, find_recordings
-from speechsr.splicing import clip_names, read_manifest, splice_corpus
+from speechsr.splicing import clip_names, clip_params, read_manifest, splice_corpus
 from speechsr.split import SplitError, read_split_csv, write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +200,26 @@ def test_absolute_end_time_and_padding(tedlium, tmp_path):
     assert np.abs(hr[int(0.3 * SR):]).max() == 0 and np.abs(hr[:int(0.3 * SR)]).max() > 0.01
     assert np.abs(lr[int(0.32 * DR):]).max() < 1e-3
     assert read_manifest(tmp_path / "p" / "clips" / rid)["padded_s"] == pytest.approx(0.7)
+
+
+def test_speed_factors_add_faster_and_slower_copies_of_each_recording(tmp_path):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    t = np.arange(int(4.0 * SR)) / SR
+    sf.write(base / "tone.wav", 0.3 * np.sin(2 * np.pi * 500 * t), SR, subtype="PCM_16")  # 4 s of 500 Hz
+    s = data_settings(base, tmp_path / "out", speed_factors=[1.0, 0.8, 1.25], allow_narrowband=True)  # a pure tone
+    summary = splice_corpus(s, jobs=1, progress=False)
+    assert summary.clips == 4 + 5 + 3  # 4 s, 5 s and 3.2 s of audio, whole 1-s clips
+    m = read_manifest(tmp_path / "out" / "clips" / "tone")
+    assert m["clips"] == 12 and m["params"]["speed_factors"] == [1.0, 0.8, 1.25]
+
+    def pitch(i: int) -> float:
+        hr, lr = clip_pair(tmp_path / "out", "tone", i)
+        assert len(hr) == SR and len(lr) == DR
+        return float(np.argmax(np.abs(np.fft.rfft(hr)))) * SR / len(hr)  # 1-s clips: 1 Hz bins
+    assert [pitch(0), pitch(4), pitch(9)] == pytest.approx([500, 400, 625], abs=1)
+    # manifests of runs without speed factors keep their parameters (earlier runs stay valid)
+    assert "speed_factors" not in clip_params(data_settings(base, tmp_path / "o"))
 
 
 def test_plain_folder_corrupt_and_short_are_skipped(plain, tmp_path):

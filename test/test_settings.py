@@ -66,6 +66,9 @@ def test_wrong_type_names_the_key_and_the_value(kind, key, value, kind_text):
     ("data", "splice_duration", 0.0),
     ("data", "test_fraction", 1.0),
     ("data", "last_clip", "keep"),
+    ("data", "speed_factors", [1.0, 3.0]),
+    ("data", "speed_factors", []),
+    ("training", "high_band_overshoot_weight", 0.5),
     ("upsampling", "output_subtype", "MP3"),
 ])
 def test_out_of_range_value_names_the_key_and_what_is_allowed(kind, key, value):
@@ -100,6 +103,11 @@ def test_optional_keys_take_null_and_keys_added_later_take_their_default():
     ("data", {"low_res_channel": "telephone", "downsample_rate": 8000, "telephone_band_hz": [300, 4000]},
      "key 'telephone_band_hz' must end below downsample_rate / 2"),
     ("model", {"input_rate": 4000, "output_rate": 10000}, "key 'output_rate' must be a multiple of input_rate"),
+    ("model", {"input_rate": 4000, "high_band_edge_hz": 2500.0}, "key 'high_band_edge_hz' must be at most"),
+    ("model", {"input_rate": 4000, "high_band_copy_hz": 1500.0}, "key 'high_band_copy_hz' must be 0 or from"),
+    ("model", {"input_rate": 8000, "high_band_edge_hz": 3400.0, "high_band_copy_hz": 3000.0},
+     "from the band edge (3400 Hz)"),
+    ("model", {"output_rate": 16000, "high_band_copy_hz": 8000.0}, "below the output's Nyquist (8000 Hz)"),
     ("upsampling", {"window_seconds": 1.0, "overlap_seconds": 0.6}, "key 'overlap_seconds' must be at most half"),
 ])
 def test_keys_checked_against_each_other(kind, changed, expected):

@@ -29,6 +29,11 @@ def level_kernel(s: ModelSettings, level: int) -> int:
 HIGH_BAND_FFT, HIGH_BAND_HOP = 512, 128
 
 
+def high_band_edge(s: ModelSettings) -> float:
+    """Lower edge (Hz) of the band the high-band envelope layer restores."""
+    return s.high_band_edge_hz or s.input_rate / 2
+
+
 def high_band_context(s: ModelSettings) -> int:
     """Output samples on each side of a point that the high-band envelope layer reads
     (half the STFT window + the predictor's dilated stack); 0 without the layer."""

@@ -7,14 +7,14 @@ with random phase scores +1.05 ViSQOL over sinc). :class:`HighBandEnvelope` sits
 U-Net and re-levels its output above ``edge_hz`` as spectral band replication does:
 
 1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, ``HOP`` = 128 output samples, periodic
-   Hann), computed by a fixed strided convolution so the layer exports to LiteRT.
+   Hann), computed as frames times a fixed DFT matrix (exports to LiteRT, runs as a matrix product).
 2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
    frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
    bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
 3. The U-Net's own high-band bins are the excitation (fine structure and phase): each is scaled
    so its smoothed band envelope becomes the predicted one, played ``gain_db`` dB relative to
    it at the edge and ``tilt_db`` dB more per octave above it (:func:`played_level_db`).
-4. Only the change is synthesised (fixed transposed convolution, overlap-add divided by the
+4. Only the change is synthesised (fixed inverse-DFT matrix of the high band's bins, overlap-add divided by the
    summed squared window) and added to ``y``: bins below ``edge_hz`` stay the U-Net's exactly.
 
 :func:`band_energy_loss` trains the predictor: squared difference of ``log10`` band energies of
@@ -34,6 +34,8 @@ from speechsr.geometry import HIGH_BAND_FFT as N_FFT, HIGH_BAND_HOP as HOP  # ou
 BINS = N_FFT // 2 + 1
 LOG_EPS = 1e-10
 MAX_GAIN = 1e3  # +60 dB: a cap for bins where the U-Net's band is (near) silent
+COPY_WIDTH = 32  # bins per replicated patch (1 kHz at 16 kHz)
+COPY_MARGIN = 4  # bins left out below the edge (the anti-alias filter's roll-off)
 
 
 def edge_bin(rate: int, edge_hz: float) -> int:
@@ -57,13 +59,32 @@ def played_level_db(rate: int, edge_hz: float, gain_db: float, tilt_db: float) -
     return np.where(f >= edge_hz, gain_db + tilt_db * octaves, 0.0).astype(np.float32)
 
 
+def copy_source_bins(rate: int, edge_hz: float, copy_hz: float) -> np.ndarray:
+    """Source bin ``[BINS]`` of each output bin's excitation. Bins below ``copy_hz`` are their own
+    (0 = all); from ``copy_hz`` up, patches of ``COPY_WIDTH`` bins from just below ``edge_hz``
+    (leaving ``COPY_MARGIN`` bins of filter roll-off out) repeat upwards, as spectral band
+    replication does. Every shift is a multiple of ``N_FFT / HOP`` bins, so the copied frames'
+    phases stay consistent from hop to hop."""
+    k = np.arange(BINS)
+    if not copy_hz:
+        return k.astype(np.int32)
+    edge, first = edge_bin(rate, edge_hz), edge_bin(rate, copy_hz)
+    step = N_FFT // HOP
+    start = edge - COPY_MARGIN - COPY_WIDTH
+    start -= (first - start) % step
+    if start < 1 or first < edge:
+        raise ValueError(f"copying from {copy_hz} Hz needs copy_hz >= the {edge_hz} Hz edge and "
+                         f"{COPY_WIDTH + COPY_MARGIN} bins below the edge")
+    return np.where(k < first, k, start + (k - first) % COPY_WIDTH).astype(np.int32)
+
+
 def _hann() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
-def _dft_kernels() -> tuple[np.ndarray, np.ndarray]:
-    """Analysis ``[N_FFT, 1, 2 * BINS]`` (windowed cos, -sin) and synthesis ``[N_FFT, 1, 2 * BINS]``
-    (one-sided inverse DFT times the window) kernels for ``keras.ops.conv`` / ``conv_transpose``."""
+def _dft_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """Analysis ``[N_FFT, 2 * BINS]`` (windowed cos, -sin: frame @ analysis = [re, im]) and
+    synthesis ``[N_FFT, 2 * BINS]`` (one-sided inverse DFT times the window) matrices."""
     n, k = np.arange(N_FFT)[:, None], np.arange(BINS)[None, :]
     angle = 2 * np.pi * n * k / N_FFT
     w = _hann()[:, None]
@@ -71,7 +92,22 @@ def _dft_kernels() -> tuple[np.ndarray, np.ndarray]:
     weight = np.full(BINS, 2.0)
     weight[0] = weight[-1] = 1.0
     synthesis = np.concatenate([np.cos(angle) * weight, -np.sin(angle) * weight], axis=1) * w / N_FFT
-    return analysis[:, None, :].astype(np.float32), synthesis[:, None, :].astype(np.float32)
+    return analysis.astype(np.float32), synthesis.astype(np.float32)
+
+
+def _frames(x: tf.Tensor) -> tf.Tensor:
+    """``[batch, (F + 3) * HOP]`` -> overlapping frames ``[batch, F, N_FFT]`` at hop ``HOP``."""
+    blocks = tf.reshape(x, [tf.shape(x)[0], -1, HOP])
+    count = tf.shape(blocks)[1] - (N_FFT // HOP - 1)
+    return tf.concat([blocks[:, i:i + count] for i in range(N_FFT // HOP)], axis=-1)
+
+
+def _overlap_add(frames: tf.Tensor) -> tf.Tensor:
+    """Frames ``[batch, F, N_FFT]`` at hop ``HOP`` -> their overlap-add ``[batch, (F + 3) * HOP]``."""
+    parts = N_FFT // HOP
+    blocks = tf.add_n([tf.pad(frames[..., i * HOP:(i + 1) * HOP], [[0, 0], [i, parts - 1 - i], [0, 0]])
+                       for i in range(parts)])
+    return tf.reshape(blocks, [tf.shape(frames)[0], -1])
 
 
 @keras.saving.register_keras_serializable(package="speechsr")
@@ -80,16 +116,20 @@ class HighBandEnvelope(keras.layers.Layer):
 
     ``bands`` mel bands, a predictor of ``layers`` Conv1D (``channels``, ``kernel``, dilation
     1, 2, 4, ...); ``gain_db`` / ``tilt_db`` the level played relative to the prediction
-    (:func:`played_level_db`). Any length works.
+    (:func:`played_level_db`). The fine structure scaled to it is the input's own band, or above
+    ``copy_hz`` (0 = nowhere) the band below the edge replicated upwards (:func:`copy_source_bins`).
+    Any length works.
     """
 
     def __init__(self, rate: int, edge_hz: float, bands: int, channels: int = 128, layers: int = 4,
-                 kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, **kwargs):
+                 kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, copy_hz: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.rate, self.edge_hz, self.bands = int(rate), float(edge_hz), int(bands)
         self.channels, self.num_layers, self.kernel = int(channels), int(layers), int(kernel)
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
+        self.copy_hz = float(copy_hz)
         self.edge = edge_bin(self.rate, self.edge_hz)
+        copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
         self.predictor = [keras.layers.Conv1D(self.channels, self.kernel, padding="same", dilation_rate=2 ** i,
                                               activation="gelu", name=f"envelope{i}") for i in range(self.num_layers)]
         self.predictor.append(keras.layers.Conv1D(self.bands, 1, name="envelope_out",
@@ -100,15 +140,17 @@ class HighBandEnvelope(keras.layers.Layer):
         for conv in self.predictor:
             conv.build((None, None, width))
             width = conv.filters
-        analysis, synthesis = _dft_kernels()
+        analysis, synthesis = _dft_matrices()
+        high_bins = np.r_[self.edge:BINS, BINS + self.edge:2 * BINS]  # only the band above the edge changes
+        synthesis = synthesis[:, high_bins].T.copy()  # [2 * (BINS - edge), N_FFT]
         w = band_matrix(self.rate, self.edge_hz, self.bands)
         spread = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-9)  # band -> bin interpolation [BINS, bands]
-        high = (np.arange(BINS) >= self.edge).astype(np.float32)
         self._analysis, self._synthesis = tf.constant(analysis), tf.constant(synthesis)
-        self._bands, self._spread_t = tf.constant(w), tf.constant(spread.T.copy())
-        self._high = tf.constant(high)
-        self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db) / 20))
-        self._window_sq = tf.constant((_hann() ** 2)[:, None, None])
+        e = self.edge  # from here on only the bins above the edge: [..., BINS - edge]
+        self._bands, self._spread_t = tf.constant(w[e:]), tf.constant(spread.T[:, e:].copy())  # zero below e
+        self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db)[e:] / 20))
+        self._window_sq = tf.constant(_hann() ** 2)
+        self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz)[e:]) if self.copy_hz else None
 
     def predict_log_energies(self, power: tf.Tensor) -> tf.Tensor:
         """``log10`` band energies ``[batch, frames, bands]`` from STFT power ``[batch, frames, BINS]``."""
@@ -123,25 +165,29 @@ class HighBandEnvelope(keras.layers.Layer):
     def call(self, y):
         length = tf.shape(y)[1]
         pad_end = (-length) % HOP
-        padded = tf.pad(y, [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end], [0, 0]])
-        padded = tf.reshape(padded, [tf.shape(y)[0], -1, 1])  # a static channel count for the LiteRT converter
-        spec = keras.ops.conv(padded, self._analysis, strides=HOP, padding="valid")  # [B, F, 2 * BINS]
+        padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + 3) * HOP]
+        spec = tf.matmul(_frames(padded), self._analysis)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
         target = tf.matmul(tf.exp(self.predict_log_energies(power) * np.log(10.0)), self._spread_t)
-        current = tf.matmul(tf.matmul(power, self._bands), self._spread_t)
-        gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN)
-        change = (gain * self._played - 1.0) * self._high  # 0 below the edge
-        delta = keras.ops.conv_transpose(tf.concat([re * change, im * change], axis=-1), self._synthesis,
-                                         strides=HOP, padding="valid")
-        overlap = keras.ops.conv_transpose(tf.ones_like(spec[..., :1]), self._window_sq, strides=HOP, padding="valid")
+        e = self.edge
+        if self._source is None:  # the excitation: the input's own band, or partly replicated
+            ex_re, ex_im = re[..., e:], im[..., e:]
+        else:
+            ex_re, ex_im = tf.gather(re, self._source, axis=-1), tf.gather(im, self._source, axis=-1)
+        current = tf.matmul(tf.matmul(ex_re * ex_re + ex_im * ex_im, self._bands), self._spread_t)
+        gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN) * self._played
+        # only the change is synthesised: the high band replaced, nothing below the edge
+        change = tf.concat([ex_re * gain - re[..., e:], ex_im * gain - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
+        delta = _overlap_add(tf.matmul(change, self._synthesis))
+        overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq)
         delta = delta / tf.maximum(overlap, 1e-3)
-        return y + delta[:, N_FFT // 2:N_FFT // 2 + length, :]
+        return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
 
     def flops_per_second(self) -> float:
-        """Multiply-adds x 2 for one second of audio: the two DFT convolutions, the predictor and
+        """Multiply-adds x 2 for one second of audio: the two DFT matrix products, the predictor and
         the band matrices (element-wise operations left out)."""
-        per_frame = 2 * (2 * N_FFT * 2 * BINS)  # analysis + synthesis
+        per_frame = 2 * N_FFT * 2 * (BINS + BINS - self.edge)  # analysis + synthesis of the high band
         width = self.edge + 1
         for conv in self.predictor:
             per_frame += 2 * conv.kernel_size[0] * width * conv.filters
@@ -155,15 +201,17 @@ class HighBandEnvelope(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "edge_hz": self.edge_hz, "bands": self.bands,
                 "channels": self.channels, "layers": self.num_layers, "kernel": self.kernel, "gain_db": self.gain_db,
-                "tilt_db": self.tilt_db}
+                "tilt_db": self.tilt_db, "copy_hz": self.copy_hz}
 
 
 def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, bands: int,
-                     gain_db: float = 0.0, tilt_db: float = 0.0) -> tf.Tensor:
+                     gain_db: float = 0.0, tilt_db: float = 0.0, overshoot_weight: float = 1.0) -> tf.Tensor:
     """Per-example mean squared ``log10`` band-energy error above ``edge_hz``, ``[batch, time, 1]`` -> ``[batch]``.
 
     The reference's energies are raised by the level the model plays (:func:`played_level_db`,
-    averaged over each band).
+    averaged over each band). Errors where the output is louder count ``overshoot_weight`` times
+    (an expectile loss: with weight w the predictor learns the 1 / (1 + w) expectile, below the
+    mean where the envelope is uncertain, since a wrong loud band costs more than a quiet one).
     """
     w = band_matrix(rate, edge_hz, bands)
     level = (played_level_db(rate, edge_hz, gain_db, tilt_db) @ w) / np.maximum(w.sum(axis=0), 1e-9)  # [bands] dB
@@ -175,4 +223,5 @@ def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, 
         return tf.math.log(tf.matmul(power, w) + LOG_EPS) / np.log(10.0)
 
     error = log_bands(y_hat) - (log_bands(y) + tf.constant(level.astype(np.float32)) / 10.0)
-    return tf.reduce_mean(tf.square(error), axis=[1, 2])
+    weight = tf.where(error > 0, float(overshoot_weight), 1.0)
+    return tf.reduce_mean(weight * tf.square(error), axis=[1, 2])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from speechsr.geometry import high_band_edge
 from speechsr.high_band import band_energy_loss
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) in output samples
@@ -72,7 +73,7 @@ def reconstruction(y: tf.Tensor, y_hat: tf.Tensor, ts, ms=None) -> tf.Tensor:
     if ts.mel_weight > 0:
         loss = loss + ts.mel_weight * mel_l1(y, y_hat)
     if ts.high_band_weight > 0:
-        loss = loss + ts.high_band_weight * band_energy_loss(y, y_hat, ms.output_rate, ms.input_rate / 2,
+        loss = loss + ts.high_band_weight * band_energy_loss(y, y_hat, ms.output_rate, high_band_edge(ms),
                                                              ms.high_band_bands, ms.high_band_gain_db,
-                                                             ms.high_band_tilt_db)
+                                                             ms.high_band_tilt_db, ts.high_band_overshoot_weight)
     return loss

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechsr.geometry import level_filters, level_kernel, required_multiple  # noqa: F401  (re-exported)
+from speechsr.geometry import high_band_edge, level_filters, level_kernel, required_multiple  # noqa: F401  (re-exported)
 from speechsr.high_band import HighBandEnvelope
 from speechsr.settings import ModelSettings
 from speechsr.subpixel import SubPixel1D
@@ -136,9 +136,11 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
 
 
 def high_band_layer(s: ModelSettings) -> HighBandEnvelope:
-    """The learned high-band envelope of model settings ``s`` (edge at the input's Nyquist)."""
-    return HighBandEnvelope(s.output_rate, s.input_rate / 2, s.high_band_bands, s.high_band_channels,
-                            s.high_band_layers, s.high_band_kernel, s.high_band_gain_db, s.high_band_tilt_db,
+    """The learned high-band envelope of model settings ``s`` (edge ``high_band_edge_hz``, else the
+    input's Nyquist)."""
+    return HighBandEnvelope(s.output_rate, high_band_edge(s), s.high_band_bands,
+                            s.high_band_channels, s.high_band_layers, s.high_band_kernel, s.high_band_gain_db,
+                            s.high_band_tilt_db, s.high_band_copy_hz,
                             name="high_band")
 
 

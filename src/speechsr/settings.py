@@ -89,6 +89,10 @@ class DataSettings:
                                              "a random +-Hz per recording (0 = off)", default=0.0)
     channel_seed: int = _field("int", doc="seed of the telephone channel's draws (with the recording id)",
                                default=1234)
+    speed_factors: list = _field("list[float]", lambda v: len(v) > 0 and all(0.5 <= f <= 2 for f in v),
+                                 "speed perturbation: each recording is also spliced played this many times "
+                                 "faster (pitch and formants move with it; 1.0 = as recorded), its clips kept "
+                                 "together in the split", default=[1.0])
 
 
 TRAINABLE = ("all", "high_band")
@@ -126,6 +130,11 @@ class ModelSettings:
                                       "relative to the predicted envelope, dB", default=0.0)
     high_band_tilt_db: float = _field("float", lambda v: -24 <= v <= 12, "change of that level per octave "
                                       "above the band edge, dB", default=0.0)
+    high_band_copy_hz: float = _field("float", _non_negative, "above this frequency (Hz) the restored band's "
+                                      "fine structure is the band below the edge replicated upwards, below it the "
+                                      "U-Net's own (0 = the U-Net's own throughout)", default=0.0)
+    high_band_edge_hz: float = _field("float", _non_negative, "lower edge of the band the layer restores, Hz "
+                                      "(0 = the input's Nyquist)", default=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +160,10 @@ class TrainingSettings:
     high_band_weight: float = _field("float", _non_negative, "weight of the high-band log-energy loss "
                                      "(speechsr.high_band.band_energy_loss); needs model high_band_bands > 0",
                                      default=0.0)
+    high_band_overshoot_weight: float = _field("float", lambda v: v >= 1, "in that loss, the weight of errors "
+                                               "where the output's band is louder than the reference's (1 = "
+                                               "symmetric; > 1 teaches a cautious envelope where it is uncertain)",
+                                               default=1.0)
     trainable: str = _field("str", lambda v: v in TRAINABLE, "weights that train: 'all', or 'high_band' (only "
                             "the envelope predictor; the U-Net keeps init_from's weights)", default="all")
     adversarial_weight: float = _field("float", _non_negative,
@@ -262,8 +275,16 @@ def _cross_check(kind: str, s, source: str) -> None:
                                 f"({s.downsample_rate / 2:g} Hz)")
         if s.test_fraction + s.validation_fraction >= 1:
             raise SettingsError(f"{source}: key 'test_fraction' + validation_fraction must be < 1")
-    if kind == "model" and s.output_rate % s.input_rate:
-        raise SettingsError(f"{source}: key 'output_rate' must be a multiple of input_rate ({s.input_rate})")
+    if kind == "model":
+        if s.output_rate % s.input_rate:
+            raise SettingsError(f"{source}: key 'output_rate' must be a multiple of input_rate ({s.input_rate})")
+        edge = s.high_band_edge_hz or s.input_rate / 2
+        if s.high_band_edge_hz > s.input_rate / 2:
+            raise SettingsError(f"{source}: key 'high_band_edge_hz' must be at most the input's Nyquist "
+                                f"({s.input_rate / 2:g} Hz)")
+        if s.high_band_copy_hz and not edge <= s.high_band_copy_hz < s.output_rate / 2:
+            raise SettingsError(f"{source}: key 'high_band_copy_hz' must be 0 or from the band edge ({edge:g} Hz) "
+                                f"to below the output's Nyquist ({s.output_rate / 2:g} Hz)")
     if kind == "upsampling" and s.overlap_seconds * 2 > s.window_seconds:
         raise SettingsError(f"{source}: key 'overlap_seconds' must be at most half of window_seconds")
 

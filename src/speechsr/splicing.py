@@ -77,6 +77,8 @@ def clip_params(s: DataSettings) -> dict:
     if s.low_res_channel != "sox":  # sox twins keep the manifests of earlier runs valid
         keys += ["low_res_channel", "telephone_band_hz", "telephone_codecs", "telephone_gain_db",
                  "telephone_edge_jitter_hz", "channel_seed"]
+    if s.speed_factors != [1.0]:  # likewise
+        keys.append("speed_factors")
     return {k: getattr(s, k) for k in keys}
 
 
@@ -223,6 +225,27 @@ def _writing(target: Path, write) -> None:
         raise audio.write_error(target, e) from None
 
 
+def _clip_pair(hr: np.ndarray, lr: np.ndarray, hr_len: int, lr_len: int, pad: bool, clip: bool
+               ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Cut ``hr``/``lr`` to whole clips (the partial last one dropped, or zero-padded with ``pad``);
+    with ``clip``, samples outside [-1, 1] are clipped (integer WAV would wrap around).
+    Returns ``(hr, lr, padded high-res samples, clipped samples)``."""
+    count, rest = divmod(len(hr), hr_len)
+    padded = 0
+    if rest and pad:
+        padded = hr_len - rest
+        hr = np.pad(hr, (0, padded))
+        count += 1
+    lr = np.pad(lr, (0, max(0, count * lr_len - len(lr))))
+    hr, lr = hr[:count * hr_len], lr[:count * lr_len]
+    clipped = 0
+    if clip:
+        clipped = int(np.count_nonzero(np.abs(hr) > 1) + np.count_nonzero(np.abs(lr) > 1))
+        if clipped:
+            hr, lr = np.clip(hr, -1, 1), np.clip(lr, -1, 1)
+    return hr, lr, padded, clipped
+
+
 def _splice(rid: str, path: Path, p: dict, partial: Path, allow_narrowband: bool = False) -> dict:
     sr, dr = p["sampling_rate"], p["downsample_rate"]
     hr_len = int(round(p["splice_duration"] * sr))
@@ -242,20 +265,15 @@ def _splice(rid: str, path: Path, p: dict, partial: Path, allow_narrowband: bool
                           f"(source {source_s:.2f} s), one clip needs {p['splice_duration']:g} s", **extra}
     if not allow_narrowband and (reason := narrowband_reason(info.samplerate, hr, sr)):
         return {"status": "skipped", "input_s": source_s, "reason": reason, **extra}
-    lr = low_res_twin(hr, p, rid, lr_len)
-    count, rest = divmod(len(hr), hr_len)
-    pad_s = 0.0
-    if rest and p["last_clip"] == "pad":
-        hr = np.pad(hr, (0, hr_len - rest))
-        pad_s = (hr_len - rest) / sr
-        count += 1
-    lr = np.pad(lr, (0, max(0, count * lr_len - len(lr))))
-    hr, lr = hr[:count * hr_len], lr[:count * lr_len]
-    clipped = 0
-    if p["clip_subtype"] != "FLOAT":  # integer WAV would wrap around outside [-1, 1]
-        clipped = int(np.count_nonzero(np.abs(hr) > 1) + np.count_nonzero(np.abs(lr) > 1))
-        if clipped:
-            hr, lr = np.clip(hr, -1, 1), np.clip(lr, -1, 1)
+    his, los, pad_s, clipped = [], [], 0.0, 0
+    for factor in p.get("speed_factors", [1.0]):
+        hr_v = hr if factor == 1.0 else audio.resample(hr, int(round(sr * factor)), sr)  # played faster
+        hr_v, lr_v, pad_v, clipped_v = _clip_pair(hr_v, low_res_twin(hr_v, p, rid, lr_len), hr_len, lr_len,
+                                                  p["last_clip"] == "pad", p["clip_subtype"] != "FLOAT")
+        his.append(hr_v), los.append(lr_v)
+        pad_s, clipped = pad_s + pad_v / sr, clipped + clipped_v
+    hr, lr = np.concatenate(his), np.concatenate(los)
+    count = len(hr) // hr_len
     if partial.exists():
         _writing(partial, lambda: shutil.rmtree(partial))
     _writing(partial, lambda: partial.mkdir(parents=True))

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from speechsr import adversarial, dataset, losses, metrics
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
+from speechsr.geometry import high_band_edge
 from speechsr.model import build_model, required_multiple
 from speechsr.model_io import save_model
 from speechsr.plots import training_curves
@@ -201,8 +202,9 @@ class Trainer:
             diff = sorted(k for k, v in same(self.ms).items() if same(source_settings).get(k) != v)
             raise TrainingError(f"init_from '{path}': its model settings differ from model_settings.json "
                                 f"in {', '.join(diff)}")
-        copy_high_band = all(getattr(source_settings, k) == getattr(self.ms, k) for k in (
-            "high_band_bands", "high_band_channels", "high_band_layers", "high_band_kernel"))
+        copy_high_band = high_band_edge(source_settings) == high_band_edge(self.ms) and all(
+            getattr(source_settings, k) == getattr(self.ms, k) for k in (
+                "high_band_bands", "high_band_channels", "high_band_layers", "high_band_kernel"))
         for layer in self.model.layers:
             if layer.weights and (layer.name != "high_band" or copy_high_band):
                 layer.set_weights(source.get_layer(layer.name).get_weights())
