@@ -28,7 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     p.add_argument("--summary", action="store_true", help="print the model summary (parameters, FLOPs/s) and exit")
-    p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+    p.add_argument("--strategy", default="default", choices=settings.STRATEGIES,
                    help="tf.distribute strategy (multiworker reads TF_CONFIG) (default: %(default)s)")
     p.add_argument("--run-name", help="override training 'run_name'")
     p.add_argument("--models-dir", help="override training 'models_dir'")
@@ -56,18 +56,18 @@ def main(argv=None) -> int:
     from speechsr.inference import import_tensorflow_quietly
     import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
     from speechsr.model import summary_text
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, fit, prepare
     try:
         loaded = settings.load_for_script(args, ["model", "training"], flags)
         if args.summary:
             print(summary_text(loaded["model"]))
             return 0
-        trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
-        record = trainer.fit()
+        trainer, run = prepare(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
+        record = fit(trainer, run, loaded["model"], loaded["training"])
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
         return failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError),
                                  "\ninterrupted: add --resume to continue from the last checkpoint")
-    print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
+    print(f"done: {run.best_model} (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0
 

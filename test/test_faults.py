@@ -199,7 +199,7 @@ def _training(tiny_settings_dir: Path, **changes):
 
 @pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch"])
 def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, clip_corpus, tmp_path, fault):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, prepare
     good = clip_corpus["train"].read_text().splitlines()
     bad = tmp_path / "bad" / "train.csv"
     bad.parent.mkdir()
@@ -209,7 +209,7 @@ def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, cli
     bad.write_text(text.replace("clips/", str(clip_corpus["train"].parent / "clips") + "/"))
     ms, ts = _training(tiny_settings_dir, train_csv=str(bad))
     with pytest.raises(TrainingError) as e:
-        Trainer(ms, ts)
+        prepare(ms, ts)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
 
@@ -225,7 +225,7 @@ def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings
 
 
 def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_path):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, prepare
     ms, ts = _training(tiny_settings_dir)
     run = tmp_path / "models" / "tiny"
     (run / "checkpoints").mkdir(parents=True)
@@ -234,7 +234,7 @@ def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_p
     saved = {**settings.to_json(ts), "learning_rate": ts.learning_rate / 10}
     (run / "settings" / "training_settings.json").write_text(json.dumps(saved))
     with pytest.raises(TrainingError, match="learning_rate") as e:
-        Trainer(ms, ts, resume=True)
+        prepare(ms, ts, resume=True)
     assert "--settings" in str(e.value)
     assert json.loads((run / "settings" / "training_settings.json").read_text()) == saved  # not overwritten
 

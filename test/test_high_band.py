@@ -92,7 +92,7 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path):
 
 
 def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, fit, prepare
     plain = settings.load("model", tiny_settings_dir)
     source = perturbed_model(plain, seed=0)
     model_io.save_model(source, tmp_path / "unet.keras", plain)
@@ -101,10 +101,10 @@ def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, 
         "init_from": str(tmp_path / "unet.keras"), "trainable": "high_band", "mse_weight": 0.0,
         "high_band_weight": 1.0, "epochs": 1, "steps_per_epoch": 3, "patch_length": 1024})
     with pytest.raises(TrainingError, match="high_band_bands > 0"):
-        Trainer(plain, ts)
-    trainer = Trainer(ms, ts)
+        prepare(plain, ts)
+    trainer, run = prepare(ms, ts)
     head_before = [w.copy() for w in trainer.model.get_layer("high_band").get_weights()]
-    trainer.fit()
+    fit(trainer, run, ms, ts)
     for layer in source.layers:
         for got, want in zip(trainer.model.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True):
             np.testing.assert_array_equal(got, want)

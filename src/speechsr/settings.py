@@ -93,6 +93,7 @@ class DataSettings:
 
 TRAINABLE = ("all", "high_band")
 SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --subpixel
+STRATEGIES = ("default", "mirrored", "multiworker")  # speechsr.training.make_strategy, train.py --strategy
 
 
 @dataclasses.dataclass(frozen=True)
