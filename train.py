@@ -14,7 +14,6 @@ stops with exit code 130 (--resume continues from the last checkpoint).
 
 import argparse
 import logging
-import os
 import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
@@ -30,16 +29,8 @@ def parse_args(argv=None):
     p.add_argument("--summary", action="store_true", help="print the model summary (parameters, FLOPs/s) and exit")
     p.add_argument("--strategy", default="default", choices=settings.STRATEGIES,
                    help="tf.distribute strategy (multiworker reads TF_CONFIG) (default: %(default)s)")
-    p.add_argument("--run-name", help="override training 'run_name'")
-    p.add_argument("--models-dir", help="override training 'models_dir'")
-    p.add_argument("--epochs", type=int, help="override training 'epochs'")
-    p.add_argument("--batch-size", type=int, help="override training 'batch_size'")
-    p.add_argument("--learning-rate", type=float, help="override training 'learning_rate'")
-    p.add_argument("--train-csv", help="override training 'train_csv'")
-    p.add_argument("--validation-csv", help="override training 'validation_csv'")
-    p.add_argument("--init-from", metavar="MODEL.keras",
-                   help="override training 'init_from': start a new run from this model's weights (fine-tuning)")
-    p.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS, help="override model 'subpixel_implementation'")
+    settings.add_override_arguments(p, "--run-name", "--models-dir", "--epochs", "--batch-size", "--learning-rate",
+                                    "--train-csv", "--validation-csv", "--init-from", "--subpixel")
     return p.parse_args(argv)
 
 
@@ -48,17 +39,12 @@ def main(argv=None) -> int:
     stop_on_sigterm()  # stop like Ctrl-C: temporary files are removed
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("speechsr").setLevel(logging.INFO)  # our progress lines, not TensorFlow's INFO chatter
-    absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
-    flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
-             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),
-             "validation_csv": absolute(args.validation_csv), "init_from": absolute(args.init_from),
-             "subpixel_implementation": args.subpixel}
     from speechsr.inference import import_tensorflow_quietly
     import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
     from speechsr.model import summary_text
     from speechsr.training import TrainingError, fit, prepare
     try:
-        loaded = settings.load_for_script(args, ["model", "training"], flags)
+        loaded = settings.load_for_script(args, ["model", "training"])
         if args.summary:
             print(summary_text(loaded["model"]))
             return 0

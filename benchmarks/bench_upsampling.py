@@ -92,7 +92,7 @@ def load(args):
     ms = settings.load("model", args.settings)
     if args.subpixel:
         ms = settings.apply_overrides(ms, {"subpixel_implementation": args.subpixel})
-    upsampler = Upsampler(build_model(ms), ms, up.window_seconds, up.overlap_seconds, up.batch_size)
+    upsampler = Upsampler(build_model(ms), ms, up)
     return upsampler, f"{model_path} missing: untrained model built from settings/model_settings.json", up
 
 

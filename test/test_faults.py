@@ -310,10 +310,12 @@ def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, e
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.wav"]  # nothing written
 
 
-def test_upsampler_bounds_its_window(tiny_model):
-    from speechsr.inference import Upsampler
-    with pytest.raises(ValueError, match="too long"):
-        Upsampler(None, tiny_model.settings, window_seconds=1e9, overlap_seconds=0.1, batch_size=1)
+def test_upsampling_settings_bound_the_window():
+    up = settings.load("upsampling", ROOT / "settings")
+    with pytest.raises(settings.SettingsError, match="window_seconds 1e\\+09 is too long"):
+        settings.apply_overrides(up, {"window_seconds": 1e9})
+    with pytest.raises(settings.SettingsError, match="too much audio"):
+        settings.apply_overrides(up, {"window_seconds": 60.0, "batch_size": 100})
 
 
 # ------------------------------------------------------------------ 9. NaN input, leaking warnings

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import perturbed_model, speech_like, tiny_model_settings
+from conftest import perturbed_model, speech_like, tiny_model_settings, upsampling_settings
 from speechsr import high_band, inference, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
@@ -81,14 +81,14 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path):
     n = len(x) // 32 * 32
     whole = loaded(x[None, :n, None]).numpy()[0, :, 0]
     assert inference.receptive_context(s) > inference.receptive_context(tiny_model_settings())
-    kw = dict(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
-    streamed = inference.Upsampler(loaded, loaded_s, **kw).upsample(x[:n])
+    up = upsampling_settings(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
+    streamed = inference.Upsampler(loaded, loaded_s, up).upsample(x[:n])
     inner = slice(4000, 4 * n - 4000)  # away from the file's zero-padded ends
     assert snr_db(whole[inner], streamed[inner]) >= 40
     res = export_model(path)
     assert res["written"] and res["snr_db"] >= 60
     runner, lite_s = runtime.load_lite(path)
-    assert snr_db(streamed, inference.Upsampler(runner, lite_s, **kw).upsample(x[:n])) >= 60
+    assert snr_db(streamed, inference.Upsampler(runner, lite_s, up).upsample(x[:n])) >= 60
 
 
 def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):

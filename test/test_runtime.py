@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import perturbed_model, run_script, speech_like
+from conftest import perturbed_model, run_script, speech_like, upsampling_settings
 from speechsr import audio, bandlimit, inference, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
@@ -80,9 +80,9 @@ def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
     path, s, model = tiny_export
     runner, settings = runtime.load_lite(path)
     x = speech_like(3.0, 4000, seed=3)
-    kw = dict(window_seconds=0.512, overlap_seconds=0.128, batch_size=3)  # 8 windows: a short last batch
-    y_tf = inference.Upsampler(model, s, **kw).upsample(x)
-    lite = inference.Upsampler(runner, settings, **kw)
+    up = upsampling_settings(window_seconds=0.512, overlap_seconds=0.128, batch_size=3)  # 8 windows: a short last batch
+    y_tf = inference.Upsampler(model, s, up).upsample(x)
+    lite = inference.Upsampler(runner, settings, up)
     y_lite = lite.upsample(x)
     assert lite.runtime == "lite" and lite.model_calls == 3
     assert y_lite.shape == y_tf.shape == (len(x) * 4,)

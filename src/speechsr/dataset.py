@@ -14,6 +14,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from speechsr.bandlimit import kaiser_lowpass
+from speechsr.geometry import required_multiple
 from speechsr.settings import ModelSettings, TrainingSettings
 from speechsr.split import read_split_csv
 
@@ -114,9 +115,11 @@ def steps_in_epoch(csv_path: str, batch_size: int) -> int:
     return len(clip_pairs(csv_path)[0]) // batch_size
 
 
-def validation_clips(csv_path: str, multiple: int, max_clips: int | None = None
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Whole validation clip pairs ``(lr [T], hr [T*factor])``, cut to a multiple of ``multiple``."""
+def validation_clips(csv_path: str | os.PathLike, model_settings: ModelSettings,
+                     training_settings: TrainingSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole validation clip pairs ``(lr [T], hr [T * factor])``, cut to a multiple of
+    :func:`speechsr.geometry.required_multiple`; at most ``validation_max_clips``, evenly picked."""
+    multiple, max_clips = required_multiple(model_settings), training_settings.validation_max_clips
     lr_paths, hr_paths = clip_pairs(csv_path)
     if max_clips is not None and len(lr_paths) > max_clips:
         pick = np.linspace(0, len(lr_paths) - 1, max_clips).round().astype(int)

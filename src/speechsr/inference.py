@@ -48,22 +48,6 @@ class InputBandError(ValueError):
     """The input already has high-band content: it is not low-res audio for this model."""
 
 
-#: Bounds on one model call: longer windows gain nothing (files stream through windows of any
-#: length) and a window of 1e9 s would ask for terabytes.
-MAX_WINDOW_SECONDS = 600.0
-MAX_BATCH_SECONDS = 3600.0
-
-
-def check_window(window_seconds: float, batch_size: int) -> None:
-    """ValueError (one line) when a window or a batch of windows is too long to hold in memory."""
-    if not window_seconds <= MAX_WINDOW_SECONDS:
-        raise ValueError(f"window_seconds {window_seconds:g} is too long (at most {MAX_WINDOW_SECONDS:g} s; "
-                         "files of any length stream through windows, a few seconds is enough)")
-    if not window_seconds * batch_size <= MAX_BATCH_SECONDS:
-        raise ValueError(f"window_seconds {window_seconds:g} x batch_size {batch_size} is too much audio for "
-                         f"one model call (at most {MAX_BATCH_SECONDS:g} s)")
-
-
 def receptive_context(s: ModelSettings) -> int:
     """Low-res samples on each side of an output point that influence it (half receptive field).
 
@@ -128,18 +112,18 @@ class Upsampler:
     ``model``: a Keras model (run by TensorFlow, :class:`TFRunner`) or any
     :class:`speechsr.runtime.WindowRunner` (e.g. the LiteRT export); ``runtime`` names it.
 
-    ``window_seconds``/``overlap_seconds`` are rounded to multiples of ``required_multiple``
-    low-res samples (overlap at least one multiple, at most half the window). Streaming holds
-    at most ``window + batch_size * hop`` low-res samples besides the current block.
-    ``input_lowpass`` ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file
-    by :func:`upsample_file` and :func:`speechsr.evaluation.reference_mode`, not by :meth:`stream`.
+    From the (validated) upsampling settings: ``window_seconds``/``overlap_seconds`` are rounded
+    to multiples of ``required_multiple`` low-res samples (overlap at least one multiple, at most
+    half the window); ``batch_size`` windows per model call. Streaming holds at most
+    ``window + batch_size * hop`` low-res samples besides the current block. ``input_lowpass``
+    ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file by
+    :func:`upsample_file` and :func:`speechsr.evaluation.reference_mode`, not by :meth:`stream`.
     """
 
-    def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
-                 overlap_seconds: float, batch_size: int, input_lowpass: str = "auto"):
+    def __init__(self, model, model_settings: ModelSettings, upsampling_settings: UpsamplingSettings):
         from speechsr.geometry import required_multiple
-        s = model_settings
-        check_window(window_seconds, batch_size)
+        s, up = model_settings, upsampling_settings
+        window_seconds, overlap_seconds, batch_size = up.window_seconds, up.overlap_seconds, up.batch_size
         self.model, self.settings = model, s
         self.input_rate, self.output_rate = s.input_rate, s.output_rate
         self.factor = s.output_rate // s.input_rate
@@ -149,12 +133,9 @@ class Upsampler:
         if 2 * self.overlap > self.window:
             raise ValueError(f"overlap ({self.overlap} samples) must be at most half the window "
                              f"({self.window} samples at {s.input_rate} Hz)")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.hop = self.window - self.overlap
         self.batch_size = batch_size
-        bandlimit.check_mode(input_lowpass)
-        self.input_lowpass = input_lowpass  # used per file by upsample_file / evaluation.reference_mode
+        self.input_lowpass = up.input_lowpass  # used per file by upsample_file / evaluation.reference_mode
         # Cross-fade over the middle of the overlap, away from both windows' padded edges.
         self.margin = min(receptive_context(s), self.overlap * 3 // 8)
         f = self.factor
@@ -303,15 +284,13 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
             stale = lean.exported_path(model_path, variant).exists()
             log.log(logging.WARNING if stale else logging.INFO, "%s; using TensorFlow", e)
         else:
-            return Upsampler(runner, model_settings, up.window_seconds, up.overlap_seconds,
-                             up.batch_size, up.input_lowpass)
+            return Upsampler(runner, model_settings, up)
     import_tensorflow_quietly()
     from speechsr import model_io
     model, model_settings, _ = model_io.load_model(model_path)
     if subpixel:
         set_subpixel_implementation(model, subpixel)
-    return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size,
-                     up.input_lowpass)
+    return Upsampler(model, model_settings, up)
 
 
 def collect_audio_files(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
@@ -465,8 +444,7 @@ def add_upsampler_arguments(parser) -> None:
     """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
     parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
     settings.add_settings_arguments(parser)
-    parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
-    parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
+    settings.add_override_arguments(parser, "--window-seconds", "--batch-size", "--input-lowpass")
     parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
                         help="subpixel shuffle implementation (TensorFlow runtime)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
@@ -477,15 +455,8 @@ def add_upsampler_arguments(parser) -> None:
                         help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
                              "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
                              "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
-    parser.add_argument("--input-lowpass", choices=bandlimit.MODES,
-                        help="override upsampling 'input_lowpass': band-limit the input like the training "
-                             "inputs when it has content at the band edge (auto), always (on) or never (off)")
 
 
 def upsampling_settings_from_args(args) -> UpsamplingSettings:
     """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
-    flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size,
-             "input_lowpass": args.input_lowpass}
-    up = settings.load_for_script(args, ["upsampling"], flags)["upsampling"]
-    check_window(up.window_seconds, up.batch_size)  # before TensorFlow starts
-    return up
+    return settings.load_for_script(args, ["upsampling"])["upsampling"]

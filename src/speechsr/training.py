@@ -505,8 +505,7 @@ def fit(trainer: Trainer, run: RunFolder, ms: settings_mod.ModelSettings,
     """
     run.start(ms, ts)
     steps = steps_per_epoch(ts)
-    clips = dataset.validation_clips(settings_mod.project_path(ts.validation_csv), required_multiple(ms),
-                                     ts.validation_max_clips)
+    clips = dataset.validation_clips(settings_mod.project_path(ts.validation_csv), ms, ts)
     record = {}
     while int(trainer.epoch.numpy()) < ts.epochs:
         epoch = int(trainer.epoch.numpy())
