@@ -13,12 +13,11 @@ stops with exit code 130 (--resume continues from the last checkpoint).
 """
 
 import argparse
-import logging
 import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import settings
-from speechsr.cli import failure_exit_code, stop_on_sigterm
+from speechsr import cli, settings
+from speechsr.inference import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
@@ -36,23 +35,24 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()  # stop like Ctrl-C: temporary files are removed
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("speechsr").setLevel(logging.INFO)  # our progress lines, not TensorFlow's INFO chatter
-    from speechsr.inference import import_tensorflow_quietly
+    cli.start_script(progress_lines=True)
+    interrupted = "\ninterrupted: add --resume to continue from the last checkpoint"
+    try:
+        loaded = settings.load_for_script(args, ["model", "training"])
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        return cli.failure_exit_code(e, (settings.SettingsError,), interrupted)
     import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
+    # TensorFlow: imported once the arguments and settings are checked
     from speechsr.model import summary_text
     from speechsr.training import TrainingError, fit, prepare
     try:
-        loaded = settings.load_for_script(args, ["model", "training"])
         if args.summary:
             print(summary_text(loaded["model"]))
             return 0
         trainer, run = prepare(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
         record = fit(trainer, run, loaded["model"], loaded["training"])
-    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        return failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError),
-                                 "\ninterrupted: add --resume to continue from the last checkpoint")
+    except BaseException as e:
+        return cli.failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError), interrupted)
     print(f"done: {run.best_model} (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0

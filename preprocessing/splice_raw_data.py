@@ -14,8 +14,10 @@ import argparse
 import os
 import sys
 
-from speechsr import settings
-from speechsr.cli import failure_exit_code, interrupted, stop_on_sigterm
+from speechsr import cli, settings
+from speechsr.audio import WriteError
+from speechsr.corpus import CorpusError
+from speechsr.splicing import splice_corpus
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,20 +32,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()  # clean up like Ctrl-C does
-    from speechsr.audio import WriteError
-    from speechsr.corpus import CorpusError
-    from speechsr.splicing import splice_corpus
+    cli.start_script()
     try:
-        if args.jobs is not None and args.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        cli.check_minimum("--jobs", args.jobs, 1)
         data = settings.load_for_script(args, ["data"])["data"]
         s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        if isinstance(e, WriteError) and not interrupted(e):
+        if isinstance(e, WriteError) and not cli.interrupted(e):
             print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
             return 2
-        return failure_exit_code(e, (settings.SettingsError, CorpusError, ValueError, OSError),
+        return cli.failure_exit_code(e, (settings.SettingsError, CorpusError, ValueError, OSError),
                                  "interrupted: rerun to continue (complete recordings are kept)")
     print(f"recordings: {s.found} found, {s.processed} processed, {s.reused} reused, "
           f"{len(s.skipped)} skipped")

@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-from speechsr import settings
+from speechsr import cli, settings
+from speechsr.split import SPLITS, write_splits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,13 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from speechsr.split import SPLITS, write_splits
+    cli.start_script()
     try:
         data = settings.load_for_script(args, ["data"])["data"]
         s = write_splits(data, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else None)
-    except (settings.SettingsError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        return cli.failure_exit_code(e, (settings.SettingsError, ValueError, OSError),
+                                     "interrupted: rerun to write the splits (each CSV is written whole or not at all)")
     print(f"split by {data.split_by}, seed {data.split_seed}:")
     for name in SPLITS:
         print(f"  {name:<10} {s.recordings[name]:6d} recordings {s.clips[name]:7d} clips "

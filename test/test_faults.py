@@ -486,3 +486,22 @@ def test_an_error_raised_after_sigterm_counts_as_the_interruption(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cli._interrupt(signal.SIGTERM, None)
     assert cli.interrupted(TypeError("raised by a C extension while the handler ran"))
+
+
+def test_shared_cli_checks_are_one_line_errors(tmp_path):
+    from speechsr import cli
+    from speechsr.audio import AudioError
+    cli.check_minimum("--jobs", None, 1)  # not given: fine
+    with pytest.raises(ValueError, match=r"^--jobs must be >= 1, got 0$"):
+        cli.check_minimum("--jobs", 0, 1)
+    cli.check_output_folder(tmp_path / "new" / "deep")
+    assert (tmp_path / "new" / "deep").is_dir()  # made before any work
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AudioError, match=r"file/sub: cannot create output folder") as e:
+        cli.check_output_folder(tmp_path / "file" / "sub")
+    assert "\n" not in str(e.value)
+    with pytest.raises(AudioError, match="file not found"):
+        cli.check_readable([tmp_path / "absent.wav"])
+    (tmp_path / "m.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"m.keras: no trained model \(with its .json sidecar\) there"):
+        cli.check_model_files([tmp_path / "m.keras"])

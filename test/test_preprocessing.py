@@ -407,3 +407,14 @@ def test_work_finished_before_a_crash_counts_as_processed(plain, tmp_path, monke
     assert {sk["recording_id"] for sk in summary.skipped} == {"corrupt", "short"}
     assert (summary.processed, summary.reused, summary.clips) == (4, 0, 3 + 3 + 2 + 2)
     assert read_manifest(tmp_path / "out" / "clips" / "c") is not None
+
+
+def test_one_audio_walker_for_corpora_and_upsample_folders(tmp_path):
+    from speechsr.audio import collect_audio_files, walk_audio_files
+    for rel in ("b/x.WAV", "a/y.flac", "a/.hidden.wav", ".git/z.wav", "out/old.wav", "a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert walk_audio_files(tmp_path, exclude=[tmp_path / "out"]) == [tmp_path / "a/y.flac", tmp_path / "b/x.WAV"]
+    assert [rel for _, rel in collect_audio_files([tmp_path], exclude=tmp_path / "out")] == [Path("a/y"), Path("b/x")]
+    corpus = find_recordings(tmp_path, [], [".wav"], exclude=[tmp_path / "out"])
+    assert [r.id for r in corpus] == ["b__x"]

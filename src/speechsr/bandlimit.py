@@ -73,7 +73,7 @@ def needs_lowpass(x: np.ndarray, mode: str) -> bool:
 
 def kaiser_lowpass(taps: int, cutoff: float) -> np.ndarray:
     """Linear-phase FIR low-pass, ``[taps]`` (odd), ``cutoff`` a fraction of Nyquist, Kaiser beta 8."""
-    from scipy.signal import firwin
+    from scipy.signal import firwin  # lazily: scipy.signal stays off the lean inference path until a filter is made
     return firwin(taps, cutoff, window=("kaiser", 8.0))
 
 
@@ -88,7 +88,7 @@ def lowpass_stream(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     The concatenated output equals ``np.convolve(x, lowpass_taps(), "same")`` of the whole
     signal (same length, no delay); memory is one block plus ``TAPS`` samples.
     """
-    from scipy.signal import lfilter
+    from scipy.signal import lfilter  # lazily: see kaiser_lowpass
     h = lowpass_taps()
     delay = (TAPS - 1) // 2
     state = np.zeros(TAPS - 1)

@@ -28,15 +28,17 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from speechsr import audio, bandlimit, settings
-from speechsr.channel import LOW_RES_CHANNELS
+from speechsr import audio, bandlimit
+from speechsr import runtime as lean
+from speechsr.geometry import receptive_context, required_multiple
 from speechsr.runtime import AUTO_ORDER, RUNTIMES, WindowRunner, quiet_stderr
 from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
 
-# TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
-# checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up,
-# and never when the lean runtime (speechsr.runtime) serves; so are scipy and librosa
-# (metrics, baselines), which only reference mode needs.
+# The TensorFlow-free inference path: TensorFlow, Keras and the modules that import them
+# (speechsr.model_io, speechsr.subpixel) are imported only where a model runs in TensorFlow
+# (TFRunner, load_upsampler, import_tensorflow_quietly), so command-line checks run, and fail,
+# before the slow and noisy TensorFlow start-up, and TensorFlow never loads when the LiteRT
+# runtime serves (test_runtime.test_lean_path_never_imports_tensorflow).
 
 log = logging.getLogger("speechsr")
 
@@ -46,45 +48,6 @@ PCM_SUBTYPES = ("PCM_16", "PCM_24")
 
 class InputBandError(ValueError):
     """The input already has high-band content: it is not low-res audio for this model."""
-
-
-def receptive_context(s: ModelSettings) -> int:
-    """Low-res samples on each side of an output point that influence it (half receptive field).
-
-    Walks the U-Net of :func:`speechsr.model.build_model`: stride-2 convolutions down, the
-    bottleneck, convolutions + subpixel shuffles up, then the top and final convolutions; the
-    fixed sinc interpolator adds ``interpolation_taps``. Padding asymmetry is covered by one
-    extra ``required_multiple``.
-    """
-    from speechsr.geometry import high_band_context, level_kernel, required_multiple
-    field, jump = 1, 1
-    for level in range(s.num_blocks + 1):  # downsampling blocks + bottleneck, stride 2
-        field += (level_kernel(s, level) - 1) * jump
-        jump *= 2
-    for level in reversed(range(s.num_blocks)):  # upsampling blocks at the coarser rate
-        field += (level_kernel(s, level) - 1) * jump
-        jump //= 2
-    field += (level_kernel(s, 0) - 1) * jump  # top conv (jump 2)
-    field += level_kernel(s, 0) - 1  # final conv (jump 1)
-    context = max(field // 2 + required_multiple(s), s.interpolation_taps)
-    factor = s.output_rate // s.input_rate
-    return context + -(-high_band_context(s) // factor)  # the envelope layer reads further
-
-
-def set_subpixel_implementation(model, implementation: str) -> None:
-    """Switch every subpixel shuffle of a loaded model to ``"auto"``/``"op"``/``"reshape"``.
-
-    Must be called before the model is first traced (the choice is made while tracing).
-    """
-    from speechsr.model import SincInterpolation1D
-    from speechsr.subpixel import SubPixel1D, _check_implementation
-    _check_implementation(implementation)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, SubPixel1D):
-            layer.implementation = implementation
-        elif isinstance(layer, SincInterpolation1D):
-            layer.implementation = implementation
-            layer._shuffle.implementation = implementation
 
 
 class TFRunner(WindowRunner):
@@ -97,7 +60,7 @@ class TFRunner(WindowRunner):
     name = "tf"
 
     def __init__(self, model, window: int):
-        import tensorflow as tf
+        import tensorflow as tf  # only when a model runs in TensorFlow: see the top
         self.model = model
         self.fn = tf.function(lambda x: model(x, training=False), jit_compile=False,
                               input_signature=[tf.TensorSpec([None, window, 1], tf.float32)])
@@ -121,7 +84,6 @@ class Upsampler:
     """
 
     def __init__(self, model, model_settings: ModelSettings, upsampling_settings: UpsamplingSettings):
-        from speechsr.geometry import required_multiple
         s, up = model_settings, upsampling_settings
         window_seconds, overlap_seconds, batch_size = up.window_seconds, up.overlap_seconds, up.batch_size
         self.model, self.settings = model, s
@@ -271,7 +233,6 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
     says how to train one), ``runtime.ExportUnavailable`` (a lite runtime without a matching
     export) or ValueError.
     """
-    from speechsr import runtime as lean
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     candidates = AUTO_ORDER if runtime == "auto" and not subpixel else () if runtime in ("auto", "tf") else (runtime,)
@@ -286,36 +247,12 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
         else:
             return Upsampler(runner, model_settings, up)
     import_tensorflow_quietly()
-    from speechsr import model_io
+    from speechsr import model_io  # TensorFlow (see the top)
+    from speechsr.subpixel import set_implementation as set_subpixel_implementation  # TensorFlow too
     model, model_settings, _ = model_io.load_model(model_path)
     if subpixel:
         set_subpixel_implementation(model, subpixel)
     return Upsampler(model, model_settings, up)
-
-
-def collect_audio_files(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
-                        ) -> list[tuple[Path, Path]]:
-    """``(file, relative output stem path)`` for files and (recursively) audio files in folders.
-
-    Folder contents keep their sub-folder layout in the relative path; files under ``exclude``
-    (e.g. the output folder) are skipped. Missing inputs raise ``audio.AudioError``.
-    """
-    found = []
-    excluded = Path(exclude).resolve() if exclude else None
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            for f in sorted(item.rglob("*")):
-                if not f.is_file() or f.suffix.lower() not in audio.AUDIO_SUFFIXES or f.name.startswith("."):
-                    continue
-                if excluded is not None and excluded in f.resolve().parents:
-                    continue
-                found.append((f, f.relative_to(item).with_suffix("")))
-        elif item.exists():
-            found.append((item, Path(item.stem)))
-        else:
-            raise audio.AudioError(f"{item}: file not found")
-    return found
 
 
 # ------------------------------------------------------------------ input checks
@@ -438,25 +375,3 @@ def decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
                  "like the training inputs (input_lowpass 'auto')", name, bandlimit.edge_energy_db(head),
                  bandlimit.EDGE * upsampler.input_rate / 2, bandlimit.CUTOFF * upsampler.input_rate / 2)
     return lowpass
-
-
-def add_upsampler_arguments(parser) -> None:
-    """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
-    parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
-    settings.add_settings_arguments(parser)
-    settings.add_override_arguments(parser, "--window-seconds", "--batch-size", "--input-lowpass")
-    parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
-                        help="subpixel shuffle implementation (TensorFlow runtime)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
-                             "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
-                             "TensorFlow; auto (default): lite when its export matches the model, else tf")
-    parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
-                        help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
-                             "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
-                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
-
-
-def upsampling_settings_from_args(args) -> UpsamplingSettings:
-    """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
-    return settings.load_for_script(args, ["upsampling"])["upsampling"]

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import soxr
 
-from speechsr import audio, bandlimit, settings
+from speechsr import audio, bandlimit, inference, settings
 from speechsr.channel import TELEPHONE_RATE
 
 log = logging.getLogger("speechsr")
@@ -170,7 +171,6 @@ class SincUpsampler:
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Low-res blocks ``[time]`` -> output blocks; exactly ``factor`` x the input samples in all."""
-        import soxr
         rs = soxr.ResampleStream(self.input_rate, self.output_rate, 1, dtype="float32", quality="VHQ")
         n_in = n_out = 0
         for block in blocks:
@@ -197,5 +197,4 @@ def load_route(route: Route, up, subpixel: str | None = None, runtime: str = "au
     """The upsampler of a route: :func:`speechsr.inference.load_upsampler` or :class:`SincUpsampler`."""
     if route.kind == "sinc":
         return SincUpsampler()
-    from speechsr import inference
     return inference.load_upsampler(route.model_path, up, subpixel, runtime)
