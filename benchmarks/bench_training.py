@@ -66,7 +66,6 @@ def main(argv=None) -> int:
 
     ms0 = settings.load("model", args.settings)
     ts0 = settings.load("training", args.settings)
-    factor = ms0.output_rate // ms0.input_rate
     patch_seconds = ts0.patch_length / ms0.input_rate
     print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('CPU'))} CPU device(s); "
           f"settings {args.settings}")
