@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import audio, cli, inference, routing, settings
+from speechsr import audio, cli, loading, routing, settings
 from speechsr.audio import AudioError
 
 # speechsr.evaluation and speechsr.plots (scipy, librosa, matplotlib; perceptual-metric workers)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             raise AudioError("no audio files to evaluate")
         cli.check_readable(files)  # unreadable inputs fail before any work
         route = routing.choose(model=args.model, telephone=args.channel == "telephone",
-                               default_model=inference.resolve_model_path(up.model, from_settings=True))
+                               default_model=loading.resolve_model_path(up.model, from_settings=True))
         routing.log_route(route, "evaluation")
         model_path = route.model_path or Path("sinc")
         out_dir = Path(args.output_dir or Path("results") / (model_name(model_path) + (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import cli, runtime
-from speechsr.inference import import_tensorflow_quietly
+from speechsr.loading import import_tensorflow_quietly
 
 DEFAULT_MODELS = ["models/pretrained/model.keras"]
 

@@ -17,7 +17,7 @@ import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import cli, settings
-from speechsr.inference import import_tensorflow_quietly
+from speechsr.loading import import_tensorflow_quietly
 
 
 def parse_args(argv=None):

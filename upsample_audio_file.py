@@ -34,10 +34,10 @@ import numpy as np
 from tqdm import tqdm
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import audio, cli, inference, pipes, routing, settings
+from speechsr import audio, cli, files, loading, pipes, routing, settings
 from speechsr.audio import AudioError, audio_info, check_output_format
 
-# None of these import TensorFlow (speechsr.inference loads it only when no LiteRT export
+# None of these import TensorFlow (speechsr.loading loads it only when no LiteRT export
 # serves). speechsr.evaluation, speechsr.metrics and speechsr.plots (scipy, librosa,
 # matplotlib) are imported where --reference / --plot need them: the lean path stays free of
 # them (test_runtime.test_lean_path_never_imports_tensorflow).
@@ -115,7 +115,7 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
         for m, scores in res["metrics"].items():
             scores.update(metrics.perceptual(ref, res["signals"][m], rate))
         res["metrics"]["reference"] = {"p808": metrics.guarded(metrics.dnsmos_p808, ref, rate)}
-    subtype = inference.output_subtype(src, dest, up.output_subtype)
+    subtype = files.output_subtype(src, dest, up.output_subtype)
     y = res["signals"]["model"]
     audio.write_audio(dest, y if subtype == "FLOAT" else np.clip(y, -1, 1), upsampler.output_rate, subtype)
     how = (f"sox-downsampled to {upsampler.input_rate} Hz" if args.channel == "sox" else
@@ -159,8 +159,8 @@ def run_files(pairs, upsamplers, up, args) -> int:
     bar = tqdm(list(zip(pairs, upsamplers)), unit="file", disable=args.quiet or len(pairs) == 1)
     for (src, dest), upsampler in bar:
         try:
-            info = inference.upsample_file(src, dest, upsampler, up.output_subtype, up.block_seconds)
-        except (AudioError, inference.InputBandError, ValueError, OSError) as e:
+            info = files.upsample_file(src, dest, upsampler, up.output_subtype, up.block_seconds)
+        except (AudioError, files.InputBandError, ValueError, OSError) as e:
             if len(pairs) == 1:
                 raise
             failed += 1
@@ -210,7 +210,7 @@ def run_pipe(args, up) -> int:
         raise ValueError("refusing to write WAV to a terminal: pipe stdout into a program or use -o FILE")
     if stdin and args.batch_size is None:
         up = dataclasses.replace(up, batch_size=1)
-    default_model = inference.resolve_model_path(up.model, from_settings=True)
+    default_model = loading.resolve_model_path(up.model, from_settings=True)
     with (pipes.open_stream(sys.stdin.buffer) if stdin else pipes.open_file(src)) as f:
         # a file is measured (speechsr.routing); a stream is routed by its rate alone
         route = (routing.choose(f.samplerate, model=args.model, default_model=default_model) if stdin else
@@ -219,7 +219,7 @@ def run_pipe(args, up) -> int:
             routing.log_route(route, "stdin" if stdin else src)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         if src is not None:
-            inference.check_input_band(src, upsampler.settings)
+            files.check_input_band(src, upsampler.settings)
         info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler,
                                      up.output_subtype, 0.25 if stdin else up.block_seconds)
     if not args.quiet and not stdout:
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         if "-" in args.inputs or args.output == "-":
             return run_pipe(args, up)
         pairs = plan_outputs(args)
-        default_model = inference.resolve_model_path(up.model, from_settings=True)
+        default_model = loading.resolve_model_path(up.model, from_settings=True)
         if args.reference:
             route = routing.choose(model=args.model, default_model=default_model,
                                    telephone=args.channel == "telephone")
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
             return 0
         return run_files(pairs, route_files(pairs, up, args, default_model), up, args)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        return cli.failure_exit_code(e, (settings.SettingsError, AudioError, inference.InputBandError, ValueError,
+        return cli.failure_exit_code(e, (settings.SettingsError, AudioError, files.InputBandError, ValueError,
                                      OSError, RuntimeError), "\ninterrupted: no partial output was left")
 
 

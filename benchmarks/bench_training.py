@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import numpy as np
     import speechsr  # noqa: F401  (TF environment defaults)
-    from speechsr.inference import import_tensorflow_quietly
+    from speechsr.loading import import_tensorflow_quietly
     import_tensorflow_quietly()
     import tensorflow as tf
     from speechsr import settings

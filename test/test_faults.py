@@ -324,7 +324,8 @@ def test_upsampling_settings_bound_the_window():
 def test_nan_input_is_named_and_short_reference_warns_once_without_library_warnings(tiny_model, tmp_path, caplog):
     import warnings
     from speechsr.evaluation import reference_mode
-    from speechsr.inference import load_upsampler, upsample_file
+    from speechsr.files import upsample_file
+    from speechsr.loading import load_upsampler
     up = settings.load("upsampling")
     upsampler = load_upsampler(tiny_model.path, up)
     x = np.full(4000, 0.1, np.float32)

@@ -16,7 +16,8 @@ import soundfile as sf
 from conftest import run_script, speech_like, upsampling_settings
 from speechsr import audio, bandlimit
 from speechsr.evaluation import reference_mode
-from speechsr.inference import InputBandError, Upsampler, check_input_band, upsample_file
+from speechsr.inference import Upsampler
+from speechsr.files import InputBandError, check_input_band, upsample_file
 from speechsr.model import build_model, required_multiple
 
 ROOT = Path(__file__).resolve().parents[1]

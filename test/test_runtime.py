@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from conftest import perturbed_model, run_script, speech_like, upsampling_settings
-from speechsr import audio, bandlimit, inference, model_io, runtime, settings
+from speechsr import audio, bandlimit, inference, loading, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +71,9 @@ def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_
         runtime.export_info(copy)
     up = settings.load("upsampling")
     with pytest.raises(runtime.ExportUnavailable):
-        inference.load_upsampler(copy, up, runtime="lite")
-    assert inference.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
-    assert inference.load_upsampler(path, up, runtime="auto").runtime == "lite"
+        loading.load_upsampler(copy, up, runtime="lite")
+    assert loading.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
+    assert loading.load_upsampler(path, up, runtime="auto").runtime == "lite"
 
 
 def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
@@ -94,15 +94,15 @@ def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
 def test_runtimes_agree_on_real_speech(example_4k):
     up = settings.apply_overrides(settings.load("upsampling"),
                                             {"window_seconds": 1.024, "overlap_seconds": 0.256, "batch_size": 2})
-    lite = inference.load_upsampler(SHIPPED, up, runtime="lite")
-    tf_ = inference.load_upsampler(SHIPPED, up, runtime="tf")
+    lite = loading.load_upsampler(SHIPPED, up, runtime="lite")
+    tf_ = loading.load_upsampler(SHIPPED, up, runtime="tf")
     assert (lite.runtime, tf_.runtime) == ("lite", "tf")
     y_lite, y_tf = lite.upsample(example_4k), tf_.upsample(example_4k)
     assert lite.model_calls > 2  # several batches, a short last one
     assert np.abs(y_tf).max() > 0.05
     assert snr_db(y_tf, y_lite) >= 60
     if runtime.exported_path(SHIPPED, "lite-int8").exists():
-        int8 = inference.load_upsampler(SHIPPED, up, runtime="lite-int8")
+        int8 = loading.load_upsampler(SHIPPED, up, runtime="lite-int8")
         assert 35 <= snr_db(y_tf, int8.upsample(example_4k)) < 60  # int8 weights: close, not equal
 
 

@@ -10,7 +10,7 @@
 Results are the command line's samples (``speechsr upsample`` = ``upsample_audio_file.py``):
 the same resampling to the model's input rate (soxr VHQ, streamed in ``block_seconds`` blocks),
 the same input band-limit decision (on the first block) and the same windows and cross-fades
-(:class:`speechsr.inference.Upsampler`, loaded by :func:`speechsr.inference.load_upsampler`).
+(:class:`speechsr.inference.Upsampler`, loaded by :func:`speechsr.loading.load_upsampler`).
 Arrays pass through in blocks, so the model's working memory does not grow with their length.
 The command line clips PCM outputs to [-1, 1]; arrays come back float32, unclipped.
 The module-level functions keep each model they load (one per path and settings).
@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from speechsr import audio, bandlimit, inference, routing, settings
+from speechsr import audio, bandlimit, files, loading, routing, settings
 from speechsr.settings import UpsamplingSettings
 
 log = logging.getLogger("speechsr")
@@ -90,9 +90,9 @@ class Model:
         """Upsample an audio file into ``out_path`` (written atomically), as ``speechsr upsample``.
 
         ``subtype`` defaults to the setting ``output_subtype`` ('auto' keeps a PCM_16/24 input's).
-        Returns :func:`speechsr.inference.upsample_file`'s summary (samples, seconds, subtype...).
+        Returns :func:`speechsr.files.upsample_file`'s summary (samples, seconds, subtype...).
         """
-        return inference.upsample_file(path, out_path, self.upsampler, subtype or self.settings.output_subtype,
+        return files.upsample_file(path, out_path, self.upsampler, subtype or self.settings.output_subtype,
                                        self.settings.block_seconds)
 
 
@@ -151,17 +151,17 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
     if str(name_or_path) in (TELEPHONY, AUTO):
         if str(name_or_path) == AUTO and rate is None:
             raise ValueError("load_model('auto') needs the input rate: load_model('auto', rate=8000)")
-        route = routing.choose(rate, default_model=inference.resolve_model_path(up.model, from_settings=True),
+        route = routing.choose(rate, default_model=loading.resolve_model_path(up.model, from_settings=True),
                                telephone=True if str(name_or_path) == TELEPHONY else None)
         routing.log_route(route, f"{name_or_path} model")
         if route.kind == "sinc":
             return Model(routing.SincUpsampler(), up, Path("sinc"))
         path = route.model_path
     elif str(name_or_path) == PRETRAINED:
-        path = inference.resolve_model_path(up.model, from_settings=True)
+        path = loading.resolve_model_path(up.model, from_settings=True)
     else:
-        path = inference.resolve_model_path(name_or_path)
-    return Model(inference.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
+        path = loading.resolve_model_path(name_or_path)
+    return Model(loading.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
 
 
 def _model(model) -> Model:

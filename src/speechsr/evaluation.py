@@ -32,7 +32,8 @@ from tqdm import tqdm
 from speechsr import audio, bandlimit, baselines, metrics
 from speechsr.audio import atomic_path
 from speechsr.channel import LOW_RES_CHANNELS, TELEPHONE_RATE, TelephoneChannel, clip_seed
-from speechsr.inference import Upsampler, decide_lowpass
+from speechsr.inference import Upsampler
+from speechsr.files import decide_lowpass
 from speechsr.plots import comparison_figure
 
 log = logging.getLogger("speechsr")
