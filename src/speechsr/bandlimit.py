@@ -59,15 +59,9 @@ def welch_psd(x: np.ndarray, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.rfftfreq(nperseg, d=0.5), psd
 
 
-def check_mode(mode: str) -> None:
-    """Raise ValueError unless ``mode`` is one of ``MODES``."""
-    if mode not in MODES:
-        raise ValueError(f"input_lowpass must be one of {', '.join(MODES)}, got {mode!r}")
-
-
 def needs_lowpass(x: np.ndarray, mode: str) -> bool:
-    """Whether ``mode`` ('auto' | 'on' | 'off') band-limits input whose (first) samples are ``x``."""
-    check_mode(mode)
+    """Whether ``mode`` ('auto' | 'on' | 'off': upsampling setting ``input_lowpass``, validated
+    there) band-limits input whose (first) samples are ``x``."""
     return mode == "on" or (mode == "auto" and edge_energy_db(x) > THRESHOLD_DB)
 
 
