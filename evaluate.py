@@ -17,15 +17,15 @@ Examples:
 
 import argparse
 import csv
-import logging
-import os
 import sys
 from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import settings
-from speechsr.audio import AudioError, audio_info
-from speechsr.inference import add_upsampler_arguments
+from speechsr import audio, cli, loading, routing, settings
+from speechsr.audio import AudioError
+
+# speechsr.evaluation and speechsr.plots (scipy, librosa, matplotlib; perceptual-metric workers)
+# are imported after the argument and file checks, like TensorFlow (loaded with the model).
 
 
 def parse_args(argv=None):
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     src.add_argument("--input", nargs="+", metavar="DIR_OR_FILE", help="high-res files or folders (recursive)")
     p.add_argument("-o", "--output-dir", help="output folder (default: results/<model name>)")
     p.add_argument("--max-files", type=int, help="evaluate only the first N files")
-    add_upsampler_arguments(p)
+    cli.add_upsampler_arguments(p)
     p.add_argument("--no-perceptual", action="store_true",
                    help="skip ViSQOL, STOI and DNSMOS (the slow metrics)")
     p.add_argument("--jobs", type=int, help="processes scoring the perceptual metrics (default: all cores)")
@@ -69,15 +69,15 @@ def model_name(path: Path) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from speechsr import inference
+    cli.start_script()
     try:
-        up = inference.upsampling_settings_from_args(args)
-        if args.max_files is not None and args.max_files < 1:
-            raise ValueError("--max-files must be >= 1")
+        up = cli.upsampling_settings_from_args(args)
+        cli.check_minimum("--max-files", args.max_files, 1)
+        cli.check_minimum("--jobs", args.jobs, 1)
+        cli.check_minimum("--listen", args.listen, 0)
         base = None
         if args.input:
-            files = [f for f, _ in inference.collect_audio_files(args.input)]
+            files = [f for f, _ in audio.collect_audio_files(args.input)]
             base = Path(args.input[0]) if len(args.input) == 1 and Path(args.input[0]).is_dir() else None
         else:
             # one rule for every script: a flag is relative to the current folder, a settings
@@ -89,26 +89,15 @@ def main(argv=None) -> int:
         files = files[:args.max_files] if args.max_files else files
         if not files:
             raise AudioError("no audio files to evaluate")
-        for f in files:
-            audio_info(f)  # unreadable inputs fail before any work
-        from speechsr import routing
+        cli.check_readable(files)  # unreadable inputs fail before any work
         route = routing.choose(model=args.model, telephone=args.channel == "telephone",
-                               default_model=inference.resolve_model_path(up.model, from_settings=True))
+                               default_model=loading.resolve_model_path(up.model, from_settings=True))
         routing.log_route(route, "evaluation")
         model_path = route.model_path or Path("sinc")
         out_dir = Path(args.output_dir or Path("results") / (model_name(model_path) + (
             "-telephone" if args.channel == "telephone" else "")))
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AudioError(f"{out_dir}: cannot create output folder ({e.strerror or e})") from None
-        if not os.access(out_dir, os.W_OK):
-            raise AudioError(f"{out_dir}: output folder is not writable")
+        cli.check_output_folder(out_dir)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
-        if args.jobs is not None and args.jobs < 1:
-            raise ValueError("--jobs must be >= 1")
-        if args.listen < 0:
-            raise ValueError("--listen must be >= 0")
         from speechsr.evaluation import evaluate, pick_listening_files, write_listening_page, write_tables
         from speechsr.plots import evaluation_figure
         rows = evaluate(files, upsampler, progress=not args.quiet, perceptual=not args.no_perceptual, jobs=args.jobs,
@@ -121,9 +110,9 @@ def main(argv=None) -> int:
         if args.listen:
             page = write_listening_page(rows, pick_listening_files(rows, args.listen, args.listen), upsampler,
                                         out_dir, title, base, args.channel)
-    except (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        return cli.failure_exit_code(e, (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError),
+                                     "\ninterrupted: no results were written")
     print(summary["mean_table"])
     print(f"RTF {summary['rtf']:.4f} (model {summary['model_seconds']:.2f} s for {summary['duration_s']:.1f} s of audio)")
     print(f"wrote {summary['md']}, {summary['csv']}, {out_dir / 'results.png'}" + (f", {page}" if page else ""))

@@ -12,11 +12,13 @@ Examples:
 """
 
 import argparse
-import logging
+import json
 import sys
 from pathlib import Path
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
+from speechsr import cli, runtime
+from speechsr.loading import import_tensorflow_quietly
 
 DEFAULT_MODELS = ["models/pretrained/model.keras"]
 
@@ -32,13 +34,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from speechsr import runtime
-    models = [runtime.resolve_model_file(m) for m in (args.models or DEFAULT_MODELS)]
-    for m in models:
-        if not m.is_file() or not m.with_suffix(".json").is_file():
-            print(f"error: {m}: no trained model (with its .json sidecar) there", file=sys.stderr)
-            return 2
+    cli.start_script()
+    try:
+        models = cli.check_model_files(args.models or DEFAULT_MODELS)
+    except ValueError as e:
+        return cli.failure_exit_code(e, (ValueError,), "")
     jobs = []
     for m in models:
         for v in args.variants:
@@ -53,9 +53,8 @@ def main(argv=None) -> int:
             print(f"{runtime.exported_path(m, v)} is up to date")
     if not todo:
         return 0
-    from speechsr.inference import import_tensorflow_quietly
     import_tensorflow_quietly()
-    from speechsr.export import export_model
+    from speechsr.export import export_model  # TensorFlow: imported once the arguments are checked
     for m, v in todo:
         try:
             res = export_model(m, v, force=True)
@@ -78,12 +77,10 @@ def main(argv=None) -> int:
 
 def _has_high_band(model: Path) -> bool:
     """Whether the model (by its .json sidecar) has the learned high-band envelope layer."""
-    import json
     return bool(json.loads(model.with_suffix(".json").read_text())["model_settings"].get("high_band_bands"))
 
 
 def _current(model: Path, variant: str) -> bool:
-    from speechsr import runtime
     try:
         runtime.export_info(model, variant)
     except runtime.ExportUnavailable:

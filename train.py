@@ -13,13 +13,11 @@ stops with exit code 130 (--resume continues from the last checkpoint).
 """
 
 import argparse
-import logging
-import os
 import sys
 
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import settings
-from speechsr.cli import failure_exit_code, stop_on_sigterm
+from speechsr import cli, settings
+from speechsr.loading import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
@@ -28,46 +26,34 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start again")
     p.add_argument("--summary", action="store_true", help="print the model summary (parameters, FLOPs/s) and exit")
-    p.add_argument("--strategy", default="default", choices=("default", "mirrored", "multiworker"),
+    p.add_argument("--strategy", default="default", choices=settings.STRATEGIES,
                    help="tf.distribute strategy (multiworker reads TF_CONFIG) (default: %(default)s)")
-    p.add_argument("--run-name", help="override training 'run_name'")
-    p.add_argument("--models-dir", help="override training 'models_dir'")
-    p.add_argument("--epochs", type=int, help="override training 'epochs'")
-    p.add_argument("--batch-size", type=int, help="override training 'batch_size'")
-    p.add_argument("--learning-rate", type=float, help="override training 'learning_rate'")
-    p.add_argument("--train-csv", help="override training 'train_csv'")
-    p.add_argument("--validation-csv", help="override training 'validation_csv'")
-    p.add_argument("--init-from", metavar="MODEL.keras",
-                   help="override training 'init_from': start a new run from this model's weights (fine-tuning)")
-    p.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS, help="override model 'subpixel_implementation'")
+    settings.add_override_arguments(p, "--run-name", "--models-dir", "--epochs", "--batch-size", "--learning-rate",
+                                    "--train-csv", "--validation-csv", "--init-from", "--subpixel")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()  # stop like Ctrl-C: temporary files are removed
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("speechsr").setLevel(logging.INFO)  # our progress lines, not TensorFlow's INFO chatter
-    absolute = lambda p: p and os.path.abspath(p)  # noqa: E731  (flags are relative to the current folder)
-    flags = {"run_name": args.run_name, "models_dir": absolute(args.models_dir), "epochs": args.epochs,
-             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "train_csv": absolute(args.train_csv),
-             "validation_csv": absolute(args.validation_csv), "init_from": absolute(args.init_from),
-             "subpixel_implementation": args.subpixel}
-    from speechsr.inference import import_tensorflow_quietly
-    import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
-    from speechsr.model import summary_text
-    from speechsr.training import Trainer, TrainingError
+    cli.start_script(progress_lines=True)
+    interrupted = "\ninterrupted: add --resume to continue from the last checkpoint"
     try:
-        loaded = settings.load_for_script(args, ["model", "training"], flags)
+        loaded = settings.load_for_script(args, ["model", "training"])
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        return cli.failure_exit_code(e, (settings.SettingsError,), interrupted)
+    import_tensorflow_quietly()  # keep TensorFlow's C++ start-up notices off the terminal
+    # TensorFlow: imported once the arguments and settings are checked
+    from speechsr.model import summary_text
+    from speechsr.training import TrainingError, fit, prepare
+    try:
         if args.summary:
             print(summary_text(loaded["model"]))
             return 0
-        trainer = Trainer(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
-        record = trainer.fit()
-    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        return failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError),
-                                 "\ninterrupted: add --resume to continue from the last checkpoint")
-    print(f"done: {trainer.run_dir}/best.keras (best val_loss {float(trainer.best_val.numpy()):.4g}); "
+        trainer, run = prepare(loaded["model"], loaded["training"], args.strategy, args.resume, args.overwrite)
+        record = fit(trainer, run, loaded["model"], loaded["training"])
+    except BaseException as e:
+        return cli.failure_exit_code(e, (settings.SettingsError, TrainingError, ValueError, OSError), interrupted)
+    print(f"done: {run.best_model} (best val_loss {float(trainer.best_val.numpy()):.4g}); "
           f"last epoch: val SNR {record.get('val_snr', float('nan')):.2f} dB, LSD {record.get('val_lsd', float('nan')):.3f}")
     return 0
 

@@ -26,16 +26,21 @@ Ctrl-C or SIGTERM: exit code 130, no partial output.
 """
 
 import argparse
-import logging
-import os
+import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
-from speechsr import settings
-from speechsr.cli import failure_exit_code, stop_on_sigterm
+from speechsr import audio, cli, files, loading, pipes, routing, settings
 from speechsr.audio import AudioError, audio_info, check_output_format
-from speechsr.inference import add_upsampler_arguments
+
+# None of these import TensorFlow (speechsr.loading loads it only when no LiteRT export
+# serves). speechsr.evaluation, speechsr.metrics and speechsr.plots (scipy, librosa,
+# matplotlib) are imported where --reference / --plot need them: the lean path stays free of
+# them (test_runtime.test_lean_path_never_imports_tensorflow).
 
 SUFFIX = "_upsampled.wav"
 
@@ -52,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--no-perceptual", action="store_true",
                    help="with --reference: skip ViSQOL, STOI and DNSMOS P.808 (a few seconds per file)")
     p.add_argument("--plot", metavar="PNG", help="write a spectrogram comparison figure (one input only)")
-    add_upsampler_arguments(p)
+    cli.add_upsampler_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary lines")
     return p.parse_args(argv)
 
@@ -62,11 +67,10 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
 
     Folder scans skip earlier outputs (``*_upsampled.*``) and anything under the output folder.
     """
-    from speechsr.inference import collect_audio_files
     out = Path(args.output) if args.output else None
     many = len(args.inputs) > 1 or Path(args.inputs[0]).is_dir()
     named = {Path(i).resolve() for i in args.inputs}
-    found = [(f, rel) for f, rel in collect_audio_files(args.inputs, exclude=out if many else None)
+    found = [(f, rel) for f, rel in audio.collect_audio_files(args.inputs, exclude=out if many else None)
              if f.resolve() in named or not f.stem.endswith(SUFFIX[:-4])]
     if not found:
         raise AudioError(f"{', '.join(args.inputs)}: no audio files (.wav .flac .ogg .sph)")
@@ -93,37 +97,25 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
             raise ValueError(f"{dest}: output would overwrite the input")
         check_output_format(dest)  # '-o out.mp3' is refused, not written as WAV bytes
     if args.plot:  # fail now, not after the upsampling; a missing folder is made, as for outputs
-        plot_dir = Path(args.plot).parent
         try:
-            plot_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir}: "
-                             f"{e.strerror or e})") from None
-        if not os.access(plot_dir, os.W_OK):
-            raise AudioError(f"{args.plot}: cannot write the figure (folder {plot_dir} is not writable)")
+            cli.check_output_folder(Path(args.plot).parent, "figure folder")
+        except AudioError as e:
+            raise AudioError(f"{args.plot}: cannot write the figure ({e})") from None
     for folder in sorted({d.parent for _, d in pairs}):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise AudioError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
-        if not os.access(folder, os.W_OK):
-            raise AudioError(f"{folder}: output folder is not writable")
+        cli.check_output_folder(folder)
     return pairs
 
 
 def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
-    import numpy as np
-    from speechsr import audio
-    from speechsr.evaluation import format_metrics_table, reference_mode
-    from speechsr.inference import output_subtype
+    from speechsr.evaluation import format_metrics_table, reference_mode  # scipy, librosa: see the top
     res = reference_mode(src, upsampler, args.channel)
     if not args.no_perceptual:
-        from speechsr import metrics
+        from speechsr import metrics  # the perceptual metrics' packages: see the top
         ref, rate = res["signals"]["reference"], upsampler.output_rate
         for m, scores in res["metrics"].items():
             scores.update(metrics.perceptual(ref, res["signals"][m], rate))
         res["metrics"]["reference"] = {"p808": metrics.guarded(metrics.dnsmos_p808, ref, rate)}
-    subtype = output_subtype(src, dest, up.output_subtype)
+    subtype = files.output_subtype(src, dest, up.output_subtype)
     y = res["signals"]["model"]
     audio.write_audio(dest, y if subtype == "FLOAT" else np.clip(y, -1, 1), upsampler.output_rate, subtype)
     how = (f"sox-downsampled to {upsampler.input_rate} Hz" if args.channel == "sox" else
@@ -132,7 +124,7 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
     print(format_metrics_table(res["metrics"]))
     print(f"wrote {dest}")
     if args.plot:
-        from speechsr.plots import comparison_figure
+        from speechsr.plots import comparison_figure  # matplotlib: see the top
         sig, rates = res["signals"], res["rates"]
         comparison_figure(args.plot, {"input": (sig["low_res"], rates["low_res"]),
                                       "model": (sig["model"], rates["model"]),
@@ -145,7 +137,6 @@ def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
 def route_files(pairs, up, args, default_model) -> list:
     """The upsampler of each input (speechsr.routing: 4x model, telephony model or sinc; --model
     wins), each distinct one loaded once, before any file is written."""
-    from speechsr import routing
     loaded, upsamplers = {}, []
     for src, _ in pairs:
         try:
@@ -164,14 +155,12 @@ def route_files(pairs, up, args, default_model) -> list:
 
 
 def run_files(pairs, upsamplers, up, args) -> int:
-    from tqdm import tqdm
-    from speechsr.inference import InputBandError, upsample_file
     failed = 0
     bar = tqdm(list(zip(pairs, upsamplers)), unit="file", disable=args.quiet or len(pairs) == 1)
     for (src, dest), upsampler in bar:
         try:
-            info = upsample_file(src, dest, upsampler, up.output_subtype, up.block_seconds)
-        except (AudioError, InputBandError, ValueError, OSError) as e:
+            info = files.upsample_file(src, dest, upsampler, up.output_subtype, up.block_seconds)
+        except (AudioError, files.InputBandError, ValueError, OSError) as e:
             if len(pairs) == 1:
                 raise
             failed += 1
@@ -182,8 +171,7 @@ def run_files(pairs, upsamplers, up, args) -> int:
             print(f"wrote {dest} ({info['seconds']:.2f} s, {info['subtype']}, "
                   f"{info['model_seconds']:.2f} s to upsample{lowpass})")
     if args.plot:
-        from speechsr import audio
-        from speechsr.plots import comparison_figure
+        from speechsr.plots import comparison_figure  # matplotlib: see the top
         src, dest = pairs[0]
         upsampler = upsamplers[0]
         x, _ = audio.read_audio(src, rate=upsampler.input_rate, stop=20.0)
@@ -206,8 +194,6 @@ def run_pipe(args, up) -> int:
     Reading stdin, windows run one at a time (unless --batch-size) in blocks of 0.25 s, so
     the first output follows the first window of input.
     """
-    import dataclasses
-    from speechsr import inference, pipes
     if len(args.inputs) > 1 or args.reference or args.plot:
         raise ValueError("'-' (stdin/stdout) takes one input and neither --reference nor --plot")
     stdin, stdout = args.inputs[0] == "-", args.output in (None, "-")
@@ -219,14 +205,12 @@ def run_pipe(args, up) -> int:
         if dest.is_dir() or args.output.endswith(("/", "\\")):
             raise ValueError(f"{dest}: give an output file name for input '-'")
         check_output_format(dest)
-        if not os.access(dest.parent if str(dest.parent) else ".", os.W_OK):
-            raise AudioError(f"{dest.parent}: output folder is not writable")
+        cli.check_output_folder(dest.parent)
     if stdout and sys.stdout.isatty():
         raise ValueError("refusing to write WAV to a terminal: pipe stdout into a program or use -o FILE")
     if stdin and args.batch_size is None:
         up = dataclasses.replace(up, batch_size=1)
-    from speechsr import routing
-    default_model = inference.resolve_model_path(up.model, from_settings=True)
+    default_model = loading.resolve_model_path(up.model, from_settings=True)
     with (pipes.open_stream(sys.stdin.buffer) if stdin else pipes.open_file(src)) as f:
         # a file is measured (speechsr.routing); a stream is routed by its rate alone
         route = (routing.choose(f.samplerate, model=args.model, default_model=default_model) if stdin else
@@ -235,7 +219,7 @@ def run_pipe(args, up) -> int:
             routing.log_route(route, "stdin" if stdin else src)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         if src is not None:
-            inference.check_input_band(src, upsampler.settings)
+            files.check_input_band(src, upsampler.settings)
         info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler,
                                      up.output_subtype, 0.25 if stdin else up.block_seconds)
     if not args.quiet and not stdout:
@@ -248,16 +232,13 @@ def run_pipe(args, up) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()  # like Ctrl-C: the temporary output is removed
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from speechsr import inference
+    cli.start_script()
     try:
-        up = inference.upsampling_settings_from_args(args)
+        up = cli.upsampling_settings_from_args(args)
         if "-" in args.inputs or args.output == "-":
             return run_pipe(args, up)
         pairs = plan_outputs(args)
-        from speechsr import routing
-        default_model = inference.resolve_model_path(up.model, from_settings=True)
+        default_model = loading.resolve_model_path(up.model, from_settings=True)
         if args.reference:
             route = routing.choose(model=args.model, default_model=default_model,
                                    telephone=args.channel == "telephone")
@@ -266,7 +247,7 @@ def main(argv=None) -> int:
             return 0
         return run_files(pairs, route_files(pairs, up, args, default_model), up, args)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        return failure_exit_code(e, (settings.SettingsError, AudioError, inference.InputBandError, ValueError,
+        return cli.failure_exit_code(e, (settings.SettingsError, AudioError, files.InputBandError, ValueError,
                                      OSError, RuntimeError), "\ninterrupted: no partial output was left")
 
 

@@ -6,7 +6,7 @@ tf.reshape fallback, prints:
 - the training step of :class:`speechsr.training.Trainer` (the one ``train.py`` runs: the
   configured losses, GAN step when on, optimizer, strategy) on one fixed batch: ms per step and
   seconds of audio trained per wall second;
-- the same steps fed by the real tf.data pipeline (``Trainer``'s epoch dataset): the share of
+- the same steps fed by the real tf.data pipeline (``speechsr.training.epoch_dataset``): the share of
   the time spent waiting on input;
 - inference real-time factor (model seconds per audio second) on 4.096 s windows.
 
@@ -56,17 +56,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import numpy as np
     import speechsr  # noqa: F401  (TF environment defaults)
-    from speechsr.inference import import_tensorflow_quietly
+    from speechsr.loading import import_tensorflow_quietly
     import_tensorflow_quietly()
     import tensorflow as tf
     from speechsr import settings
     from speechsr.model import conv_flops_per_second
     from speechsr.subpixel import reset_implementation_cache
-    from speechsr.training import Trainer
+    from speechsr.training import epoch_dataset, prepare, steps_per_epoch
 
     ms0 = settings.load("model", args.settings)
     ts0 = settings.load("training", args.settings)
-    factor = ms0.output_rate // ms0.input_rate
     patch_seconds = ts0.patch_length / ms0.input_rate
     print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('CPU'))} CPU device(s); "
           f"settings {args.settings}")
@@ -95,23 +94,24 @@ def main(argv=None) -> int:
             ts = settings.apply_overrides(ts0, {
                 "train_csv": str(train_csv), "validation_csv": str(validation_csv), "models_dir": str(tmp / "runs"),
                 "run_name": impl, "init_from": None, "steps_per_epoch": args.steps + 2})
-            trainer = Trainer(ms, ts)
-            batches = iter(trainer._epoch_dataset(0, 0))
+            trainer, _ = prepare(ms, ts)
+            epoch = lambda: iter(epoch_dataset(trainer.strategy, ms, ts, 0, 0, steps_per_epoch(ts)))  # noqa: E731
+            batches = epoch()
             batch = next(batches)
-            trainer._step(batch), trainer._step(batch)  # trace and warm up
+            trainer.step(batch), trainer.step(batch)  # trace and warm up
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                trainer._step(batch)
+                trainer.step(batch)
             step_s = (time.perf_counter() - t0) / args.steps
             waited, t_all = 0.0, time.perf_counter()
             for _ in range(args.steps):
                 t0 = time.perf_counter()
                 b = next(batches, None)
                 if b is None:
-                    batches = iter(trainer._epoch_dataset(0, 0))
+                    batches = epoch()
                     b = next(batches)
                 waited += time.perf_counter() - t0
-                trainer._step(b)
+                trainer.step(b)
             t_all = time.perf_counter() - t_all
             predict = tf.function(lambda x: trainer.model(x, training=False), jit_compile=False)
             predict(window)

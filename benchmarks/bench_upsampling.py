@@ -8,7 +8,7 @@ Per runtime (``--runtimes``, default ``lite tf``: the LiteRT export and TensorFl
 * **import + model load**: from a fresh process's first ``speechsr`` import to a loaded
   upsampler, target <= 0.5 s (the first model call, which traces / allocates, is shown apart);
 * **RTF** on generated speech-like 4 kHz audio of each ``--lengths`` (default 60 s and 600 s),
-  start-up excluded (after one warm-up call), through ``speechsr.inference.upsample_file``
+  start-up excluded (after one warm-up call), through ``speechsr.files.upsample_file``
   (streaming read -> windowed model -> streaming atomic write), target <= 0.004;
   with the CPU time per audio second beside it (all threads: on a CPU shared with other work
   it shows the compute the wall-clock RTF cannot);
@@ -81,7 +81,8 @@ def load(args):
     """(upsampler, model note) for the child's runtime."""
     import speechsr  # noqa: F401  (TF environment defaults)
     from speechsr import settings
-    from speechsr.inference import Upsampler, import_tensorflow_quietly, load_upsampler, resolve_model_path
+    from speechsr.inference import Upsampler
+    from speechsr.loading import import_tensorflow_quietly, load_upsampler, resolve_model_path
     up = settings.load("upsampling", args.settings, {"window_seconds": args.window_seconds,
                                                      "batch_size": args.batch_size})
     model_path = resolve_model_path(args.model or up.model, from_settings=not args.model)
@@ -92,7 +93,7 @@ def load(args):
     ms = settings.load("model", args.settings)
     if args.subpixel:
         ms = settings.apply_overrides(ms, {"subpixel_implementation": args.subpixel})
-    upsampler = Upsampler(build_model(ms), ms, up.window_seconds, up.overlap_seconds, up.batch_size)
+    upsampler = Upsampler(build_model(ms), ms, up)
     return upsampler, f"{model_path} missing: untrained model built from settings/model_settings.json", up
 
 
@@ -109,7 +110,7 @@ def child(args) -> dict:
     """One length in this process: returns the measurements as a dict."""
     upsampler, note, up = load(args)
     from speechsr import audio, baselines
-    from speechsr.inference import upsample_file
+    from speechsr.files import upsample_file
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
         write_test_audio(src, args.child, upsampler.input_rate)

@@ -14,19 +14,17 @@ import argparse
 import os
 import sys
 
-from speechsr import settings
-from speechsr.cli import failure_exit_code, interrupted, stop_on_sigterm
+from speechsr import cli, settings
+from speechsr.audio import WriteError
+from speechsr.corpus import CorpusError
+from speechsr.splicing import splice_corpus
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     settings.add_settings_arguments(p)
-    p.add_argument("--input-dir", help="corpus root (overrides input_dir_name_base)")
-    p.add_argument("--output-dir", help="output folder (overrides output_dir)")
-    p.add_argument("--start-time", type=float, help="seconds trimmed from each start (overrides start_time)")
-    p.add_argument("--end-time", type=float, help="<= 0: seconds trimmed from each end; > 0: absolute end (s)")
-    p.add_argument("--splice-duration", type=float, help="clip length in seconds (overrides splice_duration)")
+    settings.add_override_arguments(p, "--input-dir", "--output-dir", "--start-time", "--end-time", "--splice-duration")
     p.add_argument("--jobs", type=int, default=os.cpu_count(), help="worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -34,24 +32,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()  # clean up like Ctrl-C does
-    from speechsr.audio import WriteError
-    from speechsr.corpus import CorpusError
-    from speechsr.splicing import splice_corpus
-    absolute = lambda p: os.path.abspath(p) if p else None  # noqa: E731 - flags are cwd-relative
+    cli.start_script()
     try:
-        if args.jobs is not None and args.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-        data = settings.load_for_script(args, ["data"], flags={
-            "input_dir_name_base": absolute(args.input_dir), "output_dir": absolute(args.output_dir),
-            "start_time": args.start_time, "end_time": args.end_time,
-            "splice_duration": args.splice_duration})["data"]
+        cli.check_minimum("--jobs", args.jobs, 1)
+        data = settings.load_for_script(args, ["data"])["data"]
         s = splice_corpus(data, jobs=args.jobs, progress=not args.no_progress)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        if isinstance(e, WriteError) and not interrupted(e):
+        if isinstance(e, WriteError) and not cli.interrupted(e):
             print(f"error: {e}; complete recordings are kept, rerun to continue", file=sys.stderr)
             return 2
-        return failure_exit_code(e, (settings.SettingsError, CorpusError, ValueError, OSError),
+        return cli.failure_exit_code(e, (settings.SettingsError, CorpusError, ValueError, OSError),
                                  "interrupted: rerun to continue (complete recordings are kept)")
     print(f"recordings: {s.found} found, {s.processed} processed, {s.reused} reused, "
           f"{len(s.skipped)} skipped")

@@ -12,37 +12,28 @@ import argparse
 import os
 import sys
 
-from speechsr import settings
+from speechsr import cli, settings
+from speechsr.split import SPLITS, write_splits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     settings.add_settings_arguments(p)
-    p.add_argument("--output-dir", help="folder holding clips/ (overrides output_dir)")
-    p.add_argument("--by", choices=["recording", "clip"], help="split unit (overrides split_by)")
-    p.add_argument("--seed", type=int, help="shuffle seed (overrides split_seed)")
-    p.add_argument("--test-fraction", type=float, help="share for test (overrides test_fraction)")
-    p.add_argument("--validation-fraction", type=float, help="share for validation (overrides validation_fraction)")
+    settings.add_override_arguments(p, "--output-dir", "--by", "--seed", "--test-fraction", "--validation-fraction")
     p.add_argument("--csv-dir", help="where the CSVs go (default: output_dir)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from speechsr.corpus import resolve_data_path
-    from speechsr.split import SPLITS, write_splits
+    cli.start_script()
     try:
-        data = settings.load_for_script(args, ["data"], flags={
-            "output_dir": os.path.abspath(args.output_dir) if args.output_dir else None,
-            "split_by": args.by, "split_seed": args.seed, "test_fraction": args.test_fraction,
-            "validation_fraction": args.validation_fraction})["data"]
-        out = resolve_data_path(data.output_dir)
-        s = write_splits(out, data.test_fraction, data.validation_fraction, data.split_seed,
-                         by=data.split_by, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else out)
-    except (settings.SettingsError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        data = settings.load_for_script(args, ["data"])["data"]
+        s = write_splits(data, csv_dir=os.path.abspath(args.csv_dir) if args.csv_dir else None)
+    except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        return cli.failure_exit_code(e, (settings.SettingsError, ValueError, OSError),
+                                     "interrupted: rerun to write the splits (each CSV is written whole or not at all)")
     print(f"split by {data.split_by}, seed {data.split_seed}:")
     for name in SPLITS:
         print(f"  {name:<10} {s.recordings[name]:6d} recordings {s.clips[name]:7d} clips "

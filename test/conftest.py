@@ -76,6 +76,11 @@ def tiny_model_settings(**changes) -> settings.ModelSettings:
     return settings.apply_overrides(base, {**tiny, **changes})
 
 
+def upsampling_settings(**changes) -> settings.UpsamplingSettings:
+    """The default upsampling settings with ``changes`` (e.g. window_seconds, batch_size)."""
+    return settings.apply_overrides(settings.load("upsampling", PROJECT_ROOT / "settings"), changes)
+
+
 def perturbed_model(s: settings.ModelSettings, seed: int):
     """A freshly built model of settings ``s`` with N(0, 0.05) noise on every weight, so that a seam,
     an edge effect or a runtime difference shows (untrained, the model is plain sinc interpolation)."""

@@ -199,7 +199,7 @@ def _training(tiny_settings_dir: Path, **changes):
 
 @pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch"])
 def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, clip_corpus, tmp_path, fault):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, prepare
     good = clip_corpus["train"].read_text().splitlines()
     bad = tmp_path / "bad" / "train.csv"
     bad.parent.mkdir()
@@ -209,7 +209,7 @@ def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, cli
     bad.write_text(text.replace("clips/", str(clip_corpus["train"].parent / "clips") + "/"))
     ms, ts = _training(tiny_settings_dir, train_csv=str(bad))
     with pytest.raises(TrainingError) as e:
-        Trainer(ms, ts)
+        prepare(ms, ts)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
 
@@ -225,7 +225,7 @@ def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings
 
 
 def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_path):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, prepare
     ms, ts = _training(tiny_settings_dir)
     run = tmp_path / "models" / "tiny"
     (run / "checkpoints").mkdir(parents=True)
@@ -234,7 +234,7 @@ def test_resume_with_changed_hyperparameters_is_refused(tiny_settings_dir, tmp_p
     saved = {**settings.to_json(ts), "learning_rate": ts.learning_rate / 10}
     (run / "settings" / "training_settings.json").write_text(json.dumps(saved))
     with pytest.raises(TrainingError, match="learning_rate") as e:
-        Trainer(ms, ts, resume=True)
+        prepare(ms, ts, resume=True)
     assert "--settings" in str(e.value)
     assert json.loads((run / "settings" / "training_settings.json").read_text()) == saved  # not overwritten
 
@@ -310,10 +310,12 @@ def test_upsample_refuses_impossible_requests_before_any_work(tmp_path, flags, e
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.wav"]  # nothing written
 
 
-def test_upsampler_bounds_its_window(tiny_model):
-    from speechsr.inference import Upsampler
-    with pytest.raises(ValueError, match="too long"):
-        Upsampler(None, tiny_model.settings, window_seconds=1e9, overlap_seconds=0.1, batch_size=1)
+def test_upsampling_settings_bound_the_window():
+    up = settings.load("upsampling", ROOT / "settings")
+    with pytest.raises(settings.SettingsError, match="window_seconds 1e\\+09 is too long"):
+        settings.apply_overrides(up, {"window_seconds": 1e9})
+    with pytest.raises(settings.SettingsError, match="too much audio"):
+        settings.apply_overrides(up, {"window_seconds": 60.0, "batch_size": 100})
 
 
 # ------------------------------------------------------------------ 9. NaN input, leaking warnings
@@ -322,7 +324,8 @@ def test_upsampler_bounds_its_window(tiny_model):
 def test_nan_input_is_named_and_short_reference_warns_once_without_library_warnings(tiny_model, tmp_path, caplog):
     import warnings
     from speechsr.evaluation import reference_mode
-    from speechsr.inference import load_upsampler, upsample_file
+    from speechsr.files import upsample_file
+    from speechsr.loading import load_upsampler
     up = settings.load("upsampling")
     upsampler = load_upsampler(tiny_model.path, up)
     x = np.full(4000, 0.1, np.float32)
@@ -484,3 +487,22 @@ def test_an_error_raised_after_sigterm_counts_as_the_interruption(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cli._interrupt(signal.SIGTERM, None)
     assert cli.interrupted(TypeError("raised by a C extension while the handler ran"))
+
+
+def test_shared_cli_checks_are_one_line_errors(tmp_path):
+    from speechsr import cli
+    from speechsr.audio import AudioError
+    cli.check_minimum("--jobs", None, 1)  # not given: fine
+    with pytest.raises(ValueError, match=r"^--jobs must be >= 1, got 0$"):
+        cli.check_minimum("--jobs", 0, 1)
+    cli.check_output_folder(tmp_path / "new" / "deep")
+    assert (tmp_path / "new" / "deep").is_dir()  # made before any work
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AudioError, match=r"file/sub: cannot create output folder") as e:
+        cli.check_output_folder(tmp_path / "file" / "sub")
+    assert "\n" not in str(e.value)
+    with pytest.raises(AudioError, match="file not found"):
+        cli.check_readable([tmp_path / "absent.wav"])
+    (tmp_path / "m.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"m.keras: no trained model \(with its .json sidecar\) there"):
+        cli.check_model_files([tmp_path / "m.keras"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import perturbed_model, speech_like, tiny_model_settings
-from speechsr import high_band, inference, model_io, runtime, settings
+from conftest import perturbed_model, speech_like, tiny_model_settings, upsampling_settings
+from speechsr import geometry, high_band, inference, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
 RATE, EDGE = 16000, 2000.0
@@ -116,19 +116,19 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, 
     x = speech_like(3.0, 4000, seed=5)
     n = len(x) // 32 * 32
     whole = loaded(x[None, :n, None]).numpy()[0, :, 0]
-    assert inference.receptive_context(s) > inference.receptive_context(tiny_model_settings())
-    kw = dict(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
-    streamed = inference.Upsampler(loaded, loaded_s, **kw).upsample(x[:n])
+    assert geometry.receptive_context(s) > geometry.receptive_context(tiny_model_settings())
+    up = upsampling_settings(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
+    streamed = inference.Upsampler(loaded, loaded_s, up).upsample(x[:n])
     inner = slice(4000, 4 * n - 4000)  # away from the file's zero-padded ends
     assert snr_db(whole[inner], streamed[inner]) >= 40
     res = export_model(path)
     assert res["written"] and res["snr_db"] >= 60
     runner, lite_s = runtime.load_lite(path)
-    assert snr_db(streamed, inference.Upsampler(runner, lite_s, **kw).upsample(x[:n])) >= 60
+    assert snr_db(streamed, inference.Upsampler(runner, lite_s, up).upsample(x[:n])) >= 60
 
 
 def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, fit, prepare
     plain = settings.load("model", tiny_settings_dir)
     source = perturbed_model(plain, seed=0)
     model_io.save_model(source, tmp_path / "unet.keras", plain)
@@ -137,10 +137,10 @@ def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, 
         "init_from": str(tmp_path / "unet.keras"), "trainable": "high_band", "mse_weight": 0.0,
         "high_band_weight": 1.0, "epochs": 1, "steps_per_epoch": 3, "patch_length": 1024})
     with pytest.raises(TrainingError, match="high_band_bands > 0"):
-        Trainer(plain, ts)
-    trainer = Trainer(ms, ts)
+        prepare(plain, ts)
+    trainer, run = prepare(ms, ts)
     head_before = [w.copy() for w in trainer.model.get_layer("high_band").get_weights()]
-    trainer.fit()
+    fit(trainer, run, ms, ts)
     for layer in source.layers:
         for got, want in zip(trainer.model.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True):
             np.testing.assert_array_equal(got, want)
@@ -155,3 +155,27 @@ def test_flops_count_the_layer():
     layer_flops = build_model(with_layer).get_layer("high_band").flops_per_second()
     assert layer_flops > 2 * 2 * 512 * 514 * 16000 / 128  # at least the two DFT convolutions
     assert conv_flops_per_second(with_layer) == pytest.approx(conv_flops_per_second(plain) + layer_flops)
+
+
+def test_receptive_context_bounds_what_an_input_sample_changes():
+    """geometry.receptive_context comes from the table the model is built from: an input change
+    moves no output sample further away than it says (and does move samples near its bound)."""
+    from speechsr.model import build_model
+    for s in (tiny_model_settings(), tiny_model_settings(num_blocks=3, kernel_sizes=[15, 9, 5])):
+        model = perturbed_model(s, seed=1)
+        conv_layers = {layer.name: layer for layer in model.layers if layer.name.endswith("_conv")}
+        table = geometry.conv_table(s)
+        assert [f"{c.name}_conv" for c in table] == [layer.name for layer in build_model(s).layers
+                                                     if layer.name.endswith("_conv")]
+        for c in table:
+            layer = conv_layers[f"{c.name}_conv"]
+            assert (layer.filters, layer.kernel_size[0], layer.strides[0]) == (c.filters, c.kernel, c.stride)
+        n, center = 1024, 512
+        x = np.random.default_rng(0).normal(0, 0.1, (1, n, 1)).astype(np.float32)
+        bumped = x.copy()
+        bumped[0, center, 0] += 0.5
+        diff = np.abs(model(bumped).numpy()[0, :, 0] - model(x).numpy()[0, :, 0])
+        moved = np.nonzero(diff > 1e-6)[0] / 4 - center  # in input samples
+        context = geometry.receptive_context(s)
+        assert np.abs(moved).max() <= context
+        assert np.abs(moved).max() > context / 3

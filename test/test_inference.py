@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_script, speech_like
-from speechsr import audio, bandlimit
+from conftest import run_script, speech_like, upsampling_settings
+from speechsr import audio, bandlimit, settings
 from speechsr.evaluation import reference_mode
-from speechsr.inference import InputBandError, Upsampler, check_input_band, upsample_file
+from speechsr.inference import Upsampler
+from speechsr.files import InputBandError, check_input_band, upsample_file
 from speechsr.model import build_model, required_multiple
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def zero_residual_model(tiny_settings):
 
 @pytest.fixture(scope="module")
 def upsampler(perturbed_model, tiny_settings):
-    return Upsampler(perturbed_model, tiny_settings, window_seconds=0.512, overlap_seconds=0.128, batch_size=3)
+    return Upsampler(perturbed_model, tiny_settings, upsampling_settings(window_seconds=0.512, overlap_seconds=0.128, batch_size=3))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_streaming_equals_whole_array(upsampler):
 
 
 def test_no_level_dip_with_zero_residual(zero_residual_model, tiny_settings):
-    up = Upsampler(zero_residual_model, tiny_settings, window_seconds=0.512, overlap_seconds=0.256, batch_size=2)
+    up = Upsampler(zero_residual_model, tiny_settings,
+                   upsampling_settings(window_seconds=0.512, overlap_seconds=0.256, batch_size=2))
     x = speech_like(3.0, 4000, seed=5)
     y = up.upsample(x)
     # the untrained model is pure (linear) sinc interpolation: equal to one pass everywhere
@@ -141,8 +143,8 @@ def test_band_edge_detection_tells_sox_input_from_other_resamplers():
     assert bandlimit.needs_lowpass(sox, "on") and not bandlimit.needs_lowpass(poly, "off")
     filtered = np.concatenate(list(bandlimit.lowpass_stream([poly])))
     assert bandlimit.edge_energy_db(filtered) < bandlimit.THRESHOLD_DB - 10
-    with pytest.raises(ValueError, match="input_lowpass"):
-        bandlimit.needs_lowpass(poly, "sometimes")
+    with pytest.raises(settings.SettingsError, match="input_lowpass"):  # modes are checked once, in the settings
+        upsampling_settings(input_lowpass="sometimes")
 
 
 def test_upsample_file_band_limits_only_inputs_with_content_at_the_band_edge(tmp_path, perturbed_model, tiny_settings):
@@ -151,7 +153,8 @@ def test_upsample_file_band_limits_only_inputs_with_content_at_the_band_edge(tmp
     inputs = {"sox": audio.sox_downsample(hr, 16000, 4000), "poly": scipy.signal.resample_poly(hr, 1, 4)}
     outputs = {}
     for mode in ("auto", "off"):
-        up = Upsampler(perturbed_model, tiny_settings, 0.512, 0.128, 3, input_lowpass=mode)
+        up = Upsampler(perturbed_model, tiny_settings, upsampling_settings(
+            window_seconds=0.512, overlap_seconds=0.128, batch_size=3, input_lowpass=mode))
         for name, x in inputs.items():
             sf.write(tmp_path / f"{name}.wav", x.astype(np.float32), 4000, subtype="FLOAT")
             info = upsample_file(tmp_path / f"{name}.wav", tmp_path / f"{name}_{mode}.wav", up, block_seconds=0.3)

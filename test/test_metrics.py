@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, sosfiltfilt
 
-from conftest import speech_like
+from conftest import speech_like, upsampling_settings
 from speechsr import evaluation, metrics
 
 RATE, CUTOFF = 16000, 2000.0
@@ -105,7 +105,8 @@ def test_pick_listening_files_takes_first_then_worst():
 @pytest.fixture(scope="module")
 def tiny_upsampler(tiny_model):
     from speechsr.inference import Upsampler
-    return Upsampler(tiny_model.model, tiny_model.settings, window_seconds=0.512, overlap_seconds=0.128, batch_size=2)
+    return Upsampler(tiny_model.model, tiny_model.settings,
+                     upsampling_settings(window_seconds=0.512, overlap_seconds=0.128, batch_size=2))
 
 
 def _write_files(tmp_path, seconds: tuple) -> list:

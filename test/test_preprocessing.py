@@ -279,20 +279,26 @@ def many(tmp_path_factory) -> Path:
     return out
 
 
+def split(out: Path, test: float, validation: float, seed: int, by: str = "recording", csv_dir=None):
+    """write_splits of the clips under ``out`` with these data settings."""
+    return write_splits(data_settings(out, out, test_fraction=test, validation_fraction=validation, split_seed=seed,
+                                      split_by=by), csv_dir)
+
+
 def read_ids(csv_path: Path) -> list[str]:
     return [r["recording_id"] for r in read_split_csv(csv_path)]
 
 
 def test_split_by_recording_grouped_and_deterministic(many, tmp_path):
-    summary = write_splits(many, 0.2, 0.1, seed=3, csv_dir=tmp_path)
+    summary = split(many, 0.2, 0.1, seed=3, csv_dir=tmp_path)
     assert summary.recordings == {"train": 7, "validation": 1, "test": 2}
     ids = {name: set(read_ids(tmp_path / f"{name}.csv")) for name in ("train", "validation", "test")}
     assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"])
     assert not (ids["validation"] & ids["test"]) and len(set.union(*ids.values())) == 10
     first = {n: (tmp_path / f"{n}.csv").read_bytes() for n in ids}
-    write_splits(many, 0.2, 0.1, seed=3, csv_dir=tmp_path)
+    split(many, 0.2, 0.1, seed=3, csv_dir=tmp_path)
     assert first == {n: (tmp_path / f"{n}.csv").read_bytes() for n in ids}
-    write_splits(many, 0.2, 0.1, seed=4, csv_dir=tmp_path / "other")
+    split(many, 0.2, 0.1, seed=4, csv_dir=tmp_path / "other")
     assert set(read_ids(tmp_path / "other" / "test.csv")) != ids["test"]  # seed matters
     lines = first["train"].decode().splitlines()
     assert lines[0] == "recording_id,high_res,low_res,duration_s"
@@ -306,7 +312,7 @@ def test_split_by_recording_grouped_and_deterministic(many, tmp_path):
 
 def test_split_by_clip_and_zero_fraction(many, tmp_path):
     total = sum(read_manifest(p)["clips"] for p in (many / "clips").iterdir())
-    summary = write_splits(many, 0.25, 0.0, seed=1, by="clip", csv_dir=tmp_path)
+    summary = split(many, 0.25, 0.0, seed=1, by="clip", csv_dir=tmp_path)
     assert summary.clips == {"train": total - round(0.25 * total), "validation": 0, "test": round(0.25 * total)}
     assert (tmp_path / "validation.csv").read_text() == "recording_id,high_res,low_res,duration_s\n"
     assert read_split_csv(tmp_path / "validation.csv") == []
@@ -315,9 +321,9 @@ def test_split_by_clip_and_zero_fraction(many, tmp_path):
 
 def test_split_bad_fractions(many, tmp_path):
     with pytest.raises(ValueError, match="test_fraction 0.01 of 10 recordings rounds to 0"):
-        write_splits(many, 0.01, 0.0, seed=1, csv_dir=tmp_path)
+        split(many, 0.01, 0.0, seed=1, csv_dir=tmp_path)
     with pytest.raises(ValueError, match="leaves no recordings for training"):
-        write_splits(many, 0.5, 0.45, seed=1, csv_dir=tmp_path)
+        split(many, 0.5, 0.45, seed=1, csv_dir=tmp_path)
     assert not list(tmp_path.iterdir())
 
 
@@ -327,7 +333,7 @@ def test_read_split_csv_errors(many, tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SplitError, match="expected header"):
         read_split_csv(tmp_path / "bad.csv")
-    write_splits(many, 0.2, 0.0, seed=1, csv_dir=tmp_path)
+    split(many, 0.2, 0.0, seed=1, csv_dir=tmp_path)
     text = (tmp_path / "train.csv").read_text().splitlines()
     (tmp_path / "short.csv").write_text("\n".join(text[:2] + ["x,y"]) + "\n")
     with pytest.raises(SplitError, match=r"short.csv:3: expected 4 fields"):
@@ -421,3 +427,14 @@ def test_work_finished_before_a_crash_counts_as_processed(plain, tmp_path, monke
     assert {sk["recording_id"] for sk in summary.skipped} == {"corrupt", "short"}
     assert (summary.processed, summary.reused, summary.clips) == (4, 0, 3 + 3 + 2 + 2)
     assert read_manifest(tmp_path / "out" / "clips" / "c") is not None
+
+
+def test_one_audio_walker_for_corpora_and_upsample_folders(tmp_path):
+    from speechsr.audio import collect_audio_files, walk_audio_files
+    for rel in ("b/x.WAV", "a/y.flac", "a/.hidden.wav", ".git/z.wav", "out/old.wav", "a/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert walk_audio_files(tmp_path, exclude=[tmp_path / "out"]) == [tmp_path / "a/y.flac", tmp_path / "b/x.WAV"]
+    assert [rel for _, rel in collect_audio_files([tmp_path], exclude=tmp_path / "out")] == [Path("a/y"), Path("b/x")]
+    corpus = find_recordings(tmp_path, [], [".wav"], exclude=[tmp_path / "out"])
+    assert [r.id for r in corpus] == ["b__x"]

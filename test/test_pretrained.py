@@ -10,7 +10,7 @@ import keras
 from conftest import PROJECT_ROOT
 from speechsr import model_io, settings
 from speechsr.evaluation import reference_mode
-from speechsr.inference import load_upsampler
+from speechsr.loading import load_upsampler
 
 PRETRAINED = PROJECT_ROOT / "models" / "pretrained" / "model.keras"
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"
@@ -45,7 +45,7 @@ def test_shipped_model_with_input_from_another_resampler(tmp_path):
     import scipy.signal
     import soundfile as sf
     from speechsr import audio, baselines, metrics
-    from speechsr.inference import upsample_file
+    from speechsr.files import upsample_file
     ref, rate = audio.read_audio(EXAMPLE)
     ref = audio.resample(ref, rate, 16000)
     ref = ref[:len(ref) - len(ref) % 4]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import perturbed_model, run_script, speech_like
-from speechsr import audio, bandlimit, inference, model_io, runtime, settings
+from conftest import perturbed_model, run_script, speech_like, upsampling_settings
+from speechsr import audio, bandlimit, inference, loading, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,18 +71,18 @@ def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_
         runtime.export_info(copy)
     up = settings.load("upsampling")
     with pytest.raises(runtime.ExportUnavailable):
-        inference.load_upsampler(copy, up, runtime="lite")
-    assert inference.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
-    assert inference.load_upsampler(path, up, runtime="auto").runtime == "lite"
+        loading.load_upsampler(copy, up, runtime="lite")
+    assert loading.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
+    assert loading.load_upsampler(path, up, runtime="auto").runtime == "lite"
 
 
 def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
     path, s, model = tiny_export
     runner, settings = runtime.load_lite(path)
     x = speech_like(3.0, 4000, seed=3)
-    kw = dict(window_seconds=0.512, overlap_seconds=0.128, batch_size=3)  # 8 windows: a short last batch
-    y_tf = inference.Upsampler(model, s, **kw).upsample(x)
-    lite = inference.Upsampler(runner, settings, **kw)
+    up = upsampling_settings(window_seconds=0.512, overlap_seconds=0.128, batch_size=3)  # 8 windows: a short last batch
+    y_tf = inference.Upsampler(model, s, up).upsample(x)
+    lite = inference.Upsampler(runner, settings, up)
     y_lite = lite.upsample(x)
     assert lite.runtime == "lite" and lite.model_calls == 3
     assert y_lite.shape == y_tf.shape == (len(x) * 4,)
@@ -94,15 +94,15 @@ def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
 def test_runtimes_agree_on_real_speech(example_4k):
     up = settings.apply_overrides(settings.load("upsampling"),
                                             {"window_seconds": 1.024, "overlap_seconds": 0.256, "batch_size": 2})
-    lite = inference.load_upsampler(SHIPPED, up, runtime="lite")
-    tf_ = inference.load_upsampler(SHIPPED, up, runtime="tf")
+    lite = loading.load_upsampler(SHIPPED, up, runtime="lite")
+    tf_ = loading.load_upsampler(SHIPPED, up, runtime="tf")
     assert (lite.runtime, tf_.runtime) == ("lite", "tf")
     y_lite, y_tf = lite.upsample(example_4k), tf_.upsample(example_4k)
     assert lite.model_calls > 2  # several batches, a short last one
     assert np.abs(y_tf).max() > 0.05
     assert snr_db(y_tf, y_lite) >= 60
     if runtime.exported_path(SHIPPED, "lite-int8").exists():
-        int8 = inference.load_upsampler(SHIPPED, up, runtime="lite-int8")
+        int8 = loading.load_upsampler(SHIPPED, up, runtime="lite-int8")
         assert 35 <= snr_db(y_tf, int8.upsample(example_4k)) < 60  # int8 weights: close, not equal
 
 

@@ -4,7 +4,9 @@ line, naming the file (or "command line") and the key; the shipped settings fold
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -142,16 +144,33 @@ def test_set_arguments_parse_json_values_and_go_to_the_kind_that_has_the_key():
         settings.parse_set_arguments(["batch_size"])
     p = argparse.ArgumentParser()
     settings.add_settings_arguments(p)
-    args = p.parse_args(["--settings", str(SETTINGS), "--set", "batch_size=8", "--set", "num_blocks=3"])
-    loaded = settings.load_for_script(args, ["model", "training"], {"epochs": 2, "run_name": None})
+    settings.add_override_arguments(p, "--epochs", "--run-name")
+    settings.add_override_arguments(p, "--models-dir")
+    args = p.parse_args(["--settings", str(SETTINGS), "--set", "batch_size=8", "--set", "num_blocks=3",
+                         "--epochs", "2", "--set", "epochs=5", "--models-dir", "runs"])
+    loaded = settings.load_for_script(args, ["model", "training"])
     assert (loaded["training"].batch_size, loaded["training"].epochs, loaded["model"].num_blocks) == (8, 2, 3)
+    assert loaded["training"].models_dir == os.path.abspath("runs")  # a path flag is relative to the current folder
+    assert loaded["training"].run_name == settings.load("training", SETTINGS).run_name  # flag not given
     args = p.parse_args(["--set", "window_seconds=1.0"])
+    assert settings.flag_overrides(args) == {}
     with pytest.raises(SettingsError, match="override 'window_seconds': no such key in model_settings.json, "
                                             "training_settings.json"):
         settings.load_for_script(args, ["model", "training"])
     args = p.parse_args(["--settings", str(SETTINGS), "--set", "num_blocks=0"])
     with pytest.raises(SettingsError, match=f"{SETTINGS / 'model_settings.json'}.*key 'num_blocks'"):
         settings.load_for_script(args, ["model"])
+
+
+def test_every_override_flag_names_a_settings_key_and_valid_choices():
+    keys = {f.name: cls for cls in settings.SETTINGS_CLASSES.values() for f in dataclasses.fields(cls)}
+    for name, flag in settings.OVERRIDE_FLAGS.items():
+        assert name.startswith("--") and flag.key in keys, name
+    defaults = {kind: settings.to_json(settings.load(kind, SETTINGS)) for kind in settings.SETTINGS_FILES}
+    for flag in settings.OVERRIDE_FLAGS.values():  # each choice is one the settings accept
+        kind = next(k for k, v in defaults.items() if flag.key in v)
+        for choice in flag.choices or ():
+            settings.apply_overrides(settings.load(kind, SETTINGS), {flag.key: choice})
 
 
 def test_a_settings_file_path_finds_its_siblings(tmp_path):

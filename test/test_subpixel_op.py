@@ -317,3 +317,25 @@ def test_layer_saving_round_trip_safe_mode(op_module, tmp_path):
     assert (layer.r, layer.implementation) == (2, "auto")
     x = _random((2, 5, 4), np.float32, seed=6)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_set_implementation_switches_every_shuffle_of_a_loaded_model(op_module, tmp_path):
+    """speechsr.subpixel.set_implementation (``--subpixel``): every shuffle, the sinc
+    interpolator's included, switched through public layers; same samples either way."""
+    from conftest import perturbed_model, tiny_model_settings
+    from speechsr import model_io
+    from speechsr.model import SincInterpolation1D
+    s = tiny_model_settings(subpixel_implementation="op")
+    model_io.save_model(perturbed_model(s, seed=4), tmp_path / "m.keras", s)
+    x = np.random.default_rng(0).normal(0, 0.1, (1, 256, 1)).astype(np.float32)
+    outputs = {}
+    for impl in ("reshape", "op"):
+        model, _, _ = model_io.load_model(tmp_path / "m.keras")
+        subpixel.set_implementation(model, impl)
+        switched = [layer for layer in model.layers if isinstance(layer, (SubPixel1D, SincInterpolation1D))]
+        assert len(switched) == s.num_blocks + 3  # up shuffles, top, final, sinc interpolation
+        assert all(layer.implementation == impl for layer in switched)
+        outputs[impl] = model(x).numpy()
+    np.testing.assert_array_equal(outputs["reshape"], outputs["op"])
+    with pytest.raises(ValueError, match="implementation"):
+        subpixel.set_implementation(model, "fast")

@@ -173,10 +173,10 @@ def test_command_line_routes_8k_phone_speech(inputs, tmp_path, script_main):
 
 def test_shipped_telephony_model_beats_sinc_on_the_bundled_example_through_the_channel():
     """models/pretrained-telephony on the ARCTIC example through the phone line (8 kHz, G.711)."""
-    from speechsr import inference
+    from speechsr import loading
     path = routing.telephony_model_path()
     assert path.is_file() and path.stat().st_size <= 20 * 2**20
-    model = inference.load_upsampler(path, settings.load("upsampling"))
+    model = loading.load_upsampler(path, settings.load("upsampling"))
     assert model.settings.input_rate == TEL and model.settings.high_band_bands > 0
     res = evaluation.reference_mode(PROJECT_ROOT / "examples" / "arctic_a0007.wav", model, "telephone")
     m = res["metrics"]
@@ -186,9 +186,9 @@ def test_shipped_telephony_model_beats_sinc_on_the_bundled_example_through_the_c
 
 
 def test_reference_mode_through_the_telephone_channel(inputs, tiny_model):
-    from speechsr import inference
+    from speechsr import loading
     up = settings.apply_overrides(settings.load("upsampling"), {"window_seconds": 0.512, "overlap_seconds": 0.128})
-    four_x = inference.load_upsampler(tiny_model.path, up, runtime="tf")
+    four_x = loading.load_upsampler(tiny_model.path, up, runtime="tf")
     res = evaluation.reference_mode(inputs["wide"], four_x, "telephone")
     ref = res["signals"]["reference"]
     assert res["rates"]["low_res"] == TEL and len(res["signals"]["low_res"]) * 2 == len(ref)

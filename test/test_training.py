@@ -92,9 +92,13 @@ def test_lowpass_bank_passes_low_band_stops_high_band_and_keeps_identity():
 
 def test_training_dataset_lowpass_augmentation_changes_only_the_input(clip_corpus):
     from speechsr.dataset import training_dataset
+    ms = tiny_model_settings()
+    ts = settings.apply_overrides(settings.load("training", PROJECT_ROOT / "settings"), {
+        "patch_length": 512, "batch_size": 3, "seed": 1, "augment_gain_db": 0.0, "shuffle_buffer": 512})
 
     def batches(lowpass_min):
-        ds = training_dataset(str(clip_corpus["train"]), 4, 512, 3, seed=1, epoch=0, lowpass_min=lowpass_min)
+        ds = training_dataset(clip_corpus["train"], ms, settings.apply_overrides(ts, {"augment_lowpass_min": lowpass_min}),
+                              epoch=0)
         return [(lr.numpy()[..., 0], hr.numpy()) for lr, hr in ds]
 
     def band(x, lo, hi):  # energy between lo and hi (fractions of Nyquist), summed over the batch
@@ -187,7 +191,7 @@ def test_bad_settings_and_missing_csv_fail_before_work(tiny_settings_dir, tmp_pa
 
 
 def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings_dir, tmp_path):
-    from speechsr.training import Trainer, TrainingError
+    from speechsr.training import TrainingError, prepare
     ms = settings.load("model", tiny_settings_dir)
     ts = settings.load("training", tiny_settings_dir)
     source = build_model(ms)
@@ -196,11 +200,11 @@ def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings
     model_io.save_model(source, tmp_path / "source.keras", ms)
 
     fine_tune = settings.apply_overrides(ts, {"init_from": str(tmp_path / "source.keras"), "run_name": "ft"})
-    trainer = Trainer(ms, fine_tune)
+    trainer, _ = prepare(ms, fine_tune)
     for got, want in zip(trainer.model.get_weights(), source.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(TrainingError, match="differ from model_settings.json in first_filters"):
-        Trainer(settings.apply_overrides(ms, {"first_filters": 4}), settings.apply_overrides(fine_tune, {"run_name": "ft2"}))
+        prepare(settings.apply_overrides(ms, {"first_filters": 4}), settings.apply_overrides(fine_tune, {"run_name": "ft2"}))
 
 
 def test_train_script_smoke_summary_prints_parameters_and_flops(tiny_settings_dir):
@@ -311,19 +315,92 @@ def test_multiworker_strategy_with_two_local_workers(tiny_settings_dir, tmp_path
     assert (run / "best.keras").is_file()
 
 
-def test_creating_a_trainer_writes_nothing_and_overwrite_empties_the_folder_only_in_fit(tiny_settings_dir):
-    from speechsr.training import Trainer, TrainingError
+def test_preparing_a_run_writes_nothing_and_overwrite_empties_the_folder_only_in_fit(tiny_settings_dir):
+    from speechsr.training import TrainingError, fit, prepare
     ms = settings.load("model", tiny_settings_dir)
     ts = settings.apply_overrides(settings.load("training", tiny_settings_dir), {"epochs": 1, "steps_per_epoch": 2})
     run = settings.project_path(ts.models_dir) / ts.run_name
-    trainer = Trainer(ms, ts)
+    trainer, folder = prepare(ms, ts)
     assert not run.exists()  # building model, optimizer and strategy touches no disk
-    trainer.fit()
+    fit(trainer, folder, ms, ts)
     assert (run / "best.keras").is_file() and (run / "settings" / "training_settings.json").is_file()
     with pytest.raises(TrainingError, match="exists"):
-        Trainer(ms, ts)
+        prepare(ms, ts)
     (run / "marker").write_text("old run")
-    again = Trainer(ms, ts, overwrite=True)
+    again = prepare(ms, ts, overwrite=True)
     assert (run / "marker").is_file()  # still there until fit()
-    again.fit()
+    fit(*again, ms, ts)
     assert not (run / "marker").exists() and (run / "best.keras").is_file()
+
+
+def _tiny_trainer(ms, ts, gan=False):
+    from speechsr import training
+    strategy = training.make_strategy("default")
+    keras.utils.set_random_seed(0)
+    model = training.build_training_model(ms, ts, strategy)
+    optimizer = training.build_optimizer(ts, 10, model, strategy)
+    loss = lambda y, y_hat: losses.mse(y, y_hat)  # noqa: E731
+    return training.Trainer(model, optimizer, strategy, loss, global_batch_size=2,
+                            gan=training.build_gan(ms, ts, strategy) if gan else None)
+
+
+@pytest.mark.parametrize("gan", [False, True], ids=["reconstruction", "gan"])
+def test_trainer_steps_without_touching_disk_and_its_checkpoint_restores_the_state(tmp_path, monkeypatch, gan):
+    monkeypatch.chdir(tmp_path)
+    ms = tiny_model_settings()
+    ts = settings.apply_overrides(settings.load("training", PROJECT_ROOT / "settings"), {
+        "patch_length": 256, "learning_rate": 1e-3, "lr_schedule": "constant", "warmup_steps": 0,
+        "adversarial_weight": 1.0 if gan else 0.0, "discriminator_periods": [2], "discriminator_stft_sizes": [256],
+        "discriminator_channels": 4})
+    trainer = _tiny_trainer(ms, ts, gan)
+    hr = np.stack([speech_like(0.064, seed=s) for s in (1, 2)])[..., None]
+    lr = np.stack([audio.sox_downsample(x[:, 0], 16000, 4000) for x in hr])[..., None]
+    before = [w.copy() for w in trainer.model.get_weights()]
+    loss = trainer.step((tf.constant(lr), tf.constant(hr)))
+    assert np.isfinite(loss) and int(trainer.optimizer.iterations.numpy()) == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, trainer.model.get_weights(), strict=True))
+    if gan:
+        assert float(trainer.gan_sums.numpy()[0]) > 0  # the discriminator loss was tallied
+    val_loss, y_hat = trainer.validation_step(lr[0, :, 0], hr[0, :, 0])
+    assert y_hat.shape == (hr.shape[1],) and np.isfinite(val_loss)
+    assert not list(tmp_path.iterdir())  # stepping and validating wrote nothing
+
+    trainer.epoch.assign(3)
+    trainer.save(tmp_path / "ckpt")
+    fresh = _tiny_trainer(ms, ts, gan)
+    assert fresh.restore(tmp_path / "nothing") is None
+    assert fresh.restore(tmp_path / "ckpt") is not None
+    assert int(fresh.epoch.numpy()) == 3 and int(fresh.optimizer.iterations.numpy()) == 1
+    for got, want in zip(fresh.model.get_weights(), trainer.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    if gan:
+        for got, want in zip(fresh.gan.discriminators.get_weights(), trainer.gan.discriminators.get_weights(),
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_run_folder_writes_and_reads_history_and_guards_the_folder(tmp_path):
+    from speechsr.training import RunFolder, TrainingError
+    ms = tiny_model_settings()
+    ts = settings.load("training", PROJECT_ROOT / "settings")
+    run = RunFolder(tmp_path / "run")
+    run.check(ms, ts)
+    assert run.history() == [] and not (tmp_path / "run").exists()
+    run.start(ms, ts)
+    assert json.loads((tmp_path / "run" / "settings" / "model_settings.json").read_text()) == settings.to_json(ms)
+    record = lambda epoch, loss: {"epoch": epoch, "train_loss": loss, "val_loss": loss / 2}  # noqa: E731
+    run.write_history(record(1, 0.5))
+    run.write_history(record(2, 0.25))
+    run.write_history(record(3, 0.2))
+    rows = run.write_history(record(2, 0.125))  # a resumed run redoes epoch 2: later epochs go
+    assert [(int(r["epoch"]), float(r["train_loss"])) for r in rows] == [(1, 0.5), (2, 0.125)]
+    assert run.history() == rows
+    assert (tmp_path / "run" / "train_loss.txt").read_text().split() == ["0.5", "0.125"]
+    assert (tmp_path / "run" / "val_loss.txt").read_text().split() == ["0.25", "0.0625"]
+    assert (tmp_path / "run" / "curves.png").is_file()
+    with pytest.raises(TrainingError, match="exists"):
+        RunFolder(tmp_path / "run").check(ms, ts)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        RunFolder(tmp_path / "run").check(ms, ts, resume=True)
+    RunFolder(tmp_path / "run").check(ms, ts, overwrite=True)  # allowed; emptied only by start()
+    assert run.history() == rows

@@ -10,7 +10,7 @@
 Results are the command line's samples (``speechsr upsample`` = ``upsample_audio_file.py``):
 the same resampling to the model's input rate (soxr VHQ, streamed in ``block_seconds`` blocks),
 the same input band-limit decision (on the first block) and the same windows and cross-fades
-(:class:`speechsr.inference.Upsampler`, loaded by :func:`speechsr.inference.load_upsampler`).
+(:class:`speechsr.inference.Upsampler`, loaded by :func:`speechsr.loading.load_upsampler`).
 Arrays pass through in blocks, so the model's working memory does not grow with their length.
 The command line clips PCM outputs to [-1, 1]; arrays come back float32, unclipped.
 The module-level functions keep each model they load (one per path and settings).
@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from speechsr import bandlimit, settings
+from speechsr import audio, bandlimit, files, loading, routing, settings
 from speechsr.settings import UpsamplingSettings
 
 log = logging.getLogger("speechsr")
@@ -90,10 +90,9 @@ class Model:
         """Upsample an audio file into ``out_path`` (written atomically), as ``speechsr upsample``.
 
         ``subtype`` defaults to the setting ``output_subtype`` ('auto' keeps a PCM_16/24 input's).
-        Returns :func:`speechsr.inference.upsample_file`'s summary (samples, seconds, subtype...).
+        Returns :func:`speechsr.files.upsample_file`'s summary (samples, seconds, subtype...).
         """
-        from speechsr import inference
-        return inference.upsample_file(path, out_path, self.upsampler, subtype or self.settings.output_subtype,
+        return files.upsample_file(path, out_path, self.upsampler, subtype or self.settings.output_subtype,
                                        self.settings.block_seconds)
 
 
@@ -123,7 +122,6 @@ def resampled_blocks(x: np.ndarray, rate: int, to_rate: int, block_seconds: floa
     (``int(block_seconds * rate)`` samples per block, soxr ResampleStream VHQ), so an array
     and the file holding it give the same samples.
     """
-    from speechsr import audio  # soundfile/soxr only when arrays are upsampled
     cursor = itertools.count(0)
 
     def read(n: int) -> np.ndarray:
@@ -148,24 +146,22 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
     TensorFlow runtime's shuffle): None (the model's own choice), ``"auto"``, ``"op"`` or
     ``"reshape"``. Raises ``model_io.ModelNotFoundError``, SettingsError or ValueError.
     """
-    from speechsr import inference
     up = upsampling if isinstance(upsampling, UpsamplingSettings) else \
         settings.load("upsampling", upsampling or settings.DEFAULT_SETTINGS_DIR)
     if str(name_or_path) in (TELEPHONY, AUTO):
-        from speechsr import routing
         if str(name_or_path) == AUTO and rate is None:
             raise ValueError("load_model('auto') needs the input rate: load_model('auto', rate=8000)")
-        route = routing.choose(rate, default_model=inference.resolve_model_path(up.model, from_settings=True),
+        route = routing.choose(rate, default_model=loading.resolve_model_path(up.model, from_settings=True),
                                telephone=True if str(name_or_path) == TELEPHONY else None)
         routing.log_route(route, f"{name_or_path} model")
         if route.kind == "sinc":
             return Model(routing.SincUpsampler(), up, Path("sinc"))
         path = route.model_path
     elif str(name_or_path) == PRETRAINED:
-        path = inference.resolve_model_path(up.model, from_settings=True)
+        path = loading.resolve_model_path(up.model, from_settings=True)
     else:
-        path = inference.resolve_model_path(name_or_path)
-    return Model(inference.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
+        path = loading.resolve_model_path(name_or_path)
+    return Model(loading.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
 
 
 def _model(model) -> Model:
@@ -181,7 +177,6 @@ def _model(model) -> Model:
 
 def _auto(route) -> Model:
     """The cached :class:`Model` of a :class:`speechsr.routing.Route`."""
-    from speechsr import routing
     if route.telephone:
         return _model(TELEPHONY)
     default = routing.choose(model=None, telephone=False).model_path
@@ -198,7 +193,6 @@ def upsample(audio: np.ndarray, rate: int, model: Model | str | os.PathLike = AU
     See :meth:`Model.upsample`.
     """
     if isinstance(model, str) and model == AUTO:
-        from speechsr import routing
         if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
             raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
         x = as_mono_float(audio)
@@ -216,7 +210,6 @@ def upsample_file(path: str | os.PathLike, out_path: str | os.PathLike,
     See :meth:`Model.upsample_file`.
     """
     if isinstance(model, str) and model == AUTO:
-        from speechsr import routing
         route = routing.choose_for_file(path)
         routing.log_route(route, path)
         return _auto(route).upsample_file(path, out_path)

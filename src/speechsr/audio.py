@@ -17,6 +17,8 @@ import errno
 import logging
 import os
 import re
+import socket
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +30,50 @@ import soxr
 log = logging.getLogger("speechsr")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph")
+
+
+def walk_audio_files(folder: str | os.PathLike, suffixes=AUDIO_SUFFIXES,
+                     exclude: list[str | os.PathLike] = ()) -> list[Path]:
+    """Files under ``folder`` (recursively, following links) whose suffix is one of ``suffixes``
+    (lower case, with the dot), sorted by relative path. Hidden files and folders (``.git``,
+    our own ``.partial`` folders) and the ``exclude`` folders (e.g. an output folder inside
+    the input) are skipped. The one audio-file walker: corpora (:mod:`speechsr.corpus`) and
+    the upsample/evaluate folders (:func:`collect_audio_files`)."""
+    folder, excluded = Path(folder), [Path(e) for e in exclude]
+
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.resolve() == b.resolve()
+        except OSError:
+            return False
+
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not any(same(root_path / d, e) for e in excluded))
+        found += [root_path / name for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in suffixes]
+    return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+
+
+def collect_audio_files(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None
+                        ) -> list[tuple[Path, Path]]:
+    """``(file, relative output stem path)`` for files, and audio files in folders (recursively,
+    :func:`walk_audio_files`), as upsample_audio_file.py and evaluate.py take them.
+
+    Folder contents keep their sub-folder layout in the relative path; files under ``exclude``
+    (e.g. the output folder) are skipped. Missing inputs raise :class:`AudioError`.
+    """
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += [(f, f.relative_to(item).with_suffix(""))
+                      for f in walk_audio_files(item, exclude=[exclude] if exclude else [])]
+        elif item.exists():
+            found.append((item, Path(item.stem)))
+        else:
+            raise AudioError(f"{item}: file not found")
+    return found
 
 
 class AudioError(Exception):
@@ -220,7 +266,6 @@ _swept: set[str] = set()
 
 
 def _host() -> str:
-    import socket
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
 
@@ -352,7 +397,6 @@ def open_atomic_writer(path: str | os.PathLike, rate: int, subtype: str = "FLOAT
 
 def sox_version() -> str:
     """The sox command line's version string (e.g. 'SoX v14.4.2'), or 'missing'."""
-    import subprocess
     try:
         out = subprocess.run(["sox", "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):

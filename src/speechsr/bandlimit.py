@@ -59,21 +59,15 @@ def welch_psd(x: np.ndarray, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.rfftfreq(nperseg, d=0.5), psd
 
 
-def check_mode(mode: str) -> None:
-    """Raise ValueError unless ``mode`` is one of ``MODES``."""
-    if mode not in MODES:
-        raise ValueError(f"input_lowpass must be one of {', '.join(MODES)}, got {mode!r}")
-
-
 def needs_lowpass(x: np.ndarray, mode: str) -> bool:
-    """Whether ``mode`` ('auto' | 'on' | 'off') band-limits input whose (first) samples are ``x``."""
-    check_mode(mode)
+    """Whether ``mode`` ('auto' | 'on' | 'off': upsampling setting ``input_lowpass``, validated
+    there) band-limits input whose (first) samples are ``x``."""
     return mode == "on" or (mode == "auto" and edge_energy_db(x) > THRESHOLD_DB)
 
 
 def kaiser_lowpass(taps: int, cutoff: float) -> np.ndarray:
     """Linear-phase FIR low-pass, ``[taps]`` (odd), ``cutoff`` a fraction of Nyquist, Kaiser beta 8."""
-    from scipy.signal import firwin
+    from scipy.signal import firwin  # lazily: scipy.signal stays off the lean inference path until a filter is made
     return firwin(taps, cutoff, window=("kaiser", 8.0))
 
 
@@ -88,7 +82,7 @@ def lowpass_stream(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     The concatenated output equals ``np.convolve(x, lowpass_taps(), "same")`` of the whole
     signal (same length, no delay); memory is one block plus ``TAPS`` samples.
     """
-    from scipy.signal import lfilter
+    from scipy.signal import lfilter  # lazily: see kaiser_lowpass
     h = lowpass_taps()
     delay = (TAPS - 1) // 2
     state = np.zeros(TAPS - 1)

@@ -26,6 +26,7 @@ import zlib
 from functools import lru_cache
 
 import numpy as np
+import soxr
 
 CODECS = ("ulaw", "alaw")
 #: How reference mode and evaluate.py make the low-res input from high-res audio (``--channel``).
@@ -103,7 +104,7 @@ def g711_roundtrip(x: np.ndarray, codec: str) -> np.ndarray:
 @lru_cache(maxsize=64)
 def bandpass_taps(low_hz: float, high_hz: float, rate: int) -> np.ndarray:
     """Odd-length linear-phase band-pass FIR (Kaiser window) for ``rate`` Hz, cut-offs in Hz."""
-    from scipy import signal
+    from scipy import signal  # lazily: settings imports this module, and scipy.signal stays off the lean path
     numtaps, beta = signal.kaiserord(STOPBAND_DB, 2 * TRANSITION_HZ / rate)
     numtaps |= 1
     return signal.firwin(numtaps, [low_hz, high_hz], pass_zero=False, fs=rate, window=("kaiser", beta))
@@ -138,7 +139,6 @@ class TelephoneChannel:
 
         ``segment``: output samples per gain/codec draw (None: one draw for the whole signal).
         """
-        import soxr
         rng = np.random.default_rng(seed)
         x = np.asarray(x, np.float32)
         n = int(round(len(x) * self.rate / rate_in))
@@ -150,7 +150,7 @@ class TelephoneChannel:
         low = float(np.clip(low, 20.0, self.rate / 2 - 2 * TRANSITION_HZ))
         high = float(np.clip(high, low + TRANSITION_HZ, self.rate / 2 - TRANSITION_HZ))
         if n:
-            from scipy import signal
+            from scipy import signal  # lazily: see bandpass_taps
             taps = bandpass_taps(round(low, 1), round(high, 1), self.rate)
             y = signal.oaconvolve(y, taps, mode="full")[len(taps) // 2:len(taps) // 2 + n]
         out = np.empty(n, np.float32)

@@ -12,24 +12,35 @@
 Each subcommand runs the script's own ``main(argv)``, so flags, ``--help``, settings handling
 and exit codes (0 done, 2 error) are the script's. From a clone that is the script file itself;
 an installed wheel carries verbatim copies as ``speechsr/_scripts/`` (see pyproject.toml).
-Nothing here imports TensorFlow. :func:`stop_on_sigterm` and :func:`close_progress_bars` are
-shared by the scripts themselves.
+
+Nothing here imports TensorFlow. The scripts share from here: :func:`start_script` (SIGTERM
+and logging), the argument and file checks that run before any work or TensorFlow import
+(:func:`check_minimum`, :func:`check_output_folder`, :func:`check_readable`,
+:func:`check_model_files`), the upsampling flags (:func:`add_upsampler_arguments`) and the exit
+code of a failure (:func:`failure_exit_code`: one line on stderr, 2; 130 when interrupted).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
 
 import speechsr
-from speechsr import settings
+from speechsr import runtime, settings
+from speechsr.audio import AudioError, audio_info
+from speechsr.channel import LOW_RES_CHANNELS
 
 _signalled = False
 
@@ -79,10 +90,77 @@ def failure_exit_code(error: BaseException, errors: tuple, interrupted_message: 
 
 def close_progress_bars() -> None:
     """Close open tqdm bars (else a bar redraws itself after an interruption message)."""
-    if "tqdm" in sys.modules:
-        from tqdm import tqdm
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.close()
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+# ------------------------------------------------------------------ shared by the scripts
+
+def start_script(progress_lines: bool = False) -> None:
+    """What each script does right after parsing its arguments: SIGTERM stops it like Ctrl-C
+    (temporary files are removed), warnings go to stderr as ``LEVEL: message``; with
+    ``progress_lines`` the package's INFO lines too, as plain messages (train.py)."""
+    stop_on_sigterm()
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(message)s" if progress_lines else "%(levelname)s: %(message)s")
+    if progress_lines:  # our progress lines, not TensorFlow's INFO chatter
+        logging.getLogger("speechsr").setLevel(logging.INFO)
+
+
+def check_minimum(flag: str, value: int | None, minimum: int) -> None:
+    """ValueError ``--flag must be >= minimum`` for a count flag given below ``minimum``."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Make ``folder`` (and its parents) when missing; AudioError (one line) when that fails or
+    it is not writable: checked before any work, so a run never fails at its end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AudioError(f"{folder}: cannot create {what} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise AudioError(f"{folder}: {what} is not writable")
+
+
+def check_readable(files: Iterable[str | os.PathLike]) -> None:
+    """AudioError (one line) for the first file that is missing or not readable audio."""
+    for f in files:
+        audio_info(f)
+
+
+def check_model_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The ``.keras`` files of ``paths`` (a run folder gives its model); ValueError (one line)
+    for one without its ``.json`` sidecar."""
+    models = [runtime.resolve_model_file(p) for p in paths]
+    for m in models:
+        if not m.is_file() or not m.with_suffix(".json").is_file():
+            raise ValueError(f"{m}: no trained model (with its .json sidecar) there")
+    return models
+
+
+def add_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
+    parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
+    settings.add_settings_arguments(parser)
+    settings.add_override_arguments(parser, "--window-seconds", "--batch-size", "--input-lowpass")
+    parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
+                        help="subpixel shuffle implementation (TensorFlow runtime)")
+    parser.add_argument("--runtime", choices=runtime.RUNTIMES, default="auto",
+                        help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
+                             "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
+                             "TensorFlow; auto (default): lite when its export matches the model, else tf")
+    parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
+                        help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
+                             "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
+                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
+
+
+def upsampling_settings_from_args(args: argparse.Namespace) -> settings.UpsamplingSettings:
+    """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
+    return settings.load_for_script(args, ["upsampling"])["upsampling"]
 
 
 #: subcommand -> (script path relative to the scripts folder, one-line description)
@@ -198,12 +276,8 @@ def version_text() -> str:
 def runtime_line(model_path: Path) -> str:
     """Which runtime the default upsampling picks: the LiteRT export when it matches, else TensorFlow."""
     try:
-        from speechsr import runtime as lean
-    except ImportError:  # no lean runtime in this version
-        return "runtime: TensorFlow"
-    try:
-        exported, _ = lean.export_info(model_path)
-    except lean.ExportUnavailable as e:
+        exported, _ = runtime.export_info(model_path)
+    except runtime.ExportUnavailable as e:
         return f"runtime: TensorFlow ({e})"
     if importlib.util.find_spec("ai_edge_litert") is None:
         return f"runtime: TensorFlow ({exported.name} needs ai-edge-litert: pip install 'speechsr[lite]')"

@@ -16,6 +16,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from speechsr.audio import walk_audio_files
 from speechsr.settings import project_path
 
 
@@ -40,26 +41,6 @@ def recording_id(relative: Path) -> str:
     return "__".join(relative.with_suffix("").parts)
 
 
-def _walk(folder: Path, suffixes: set[str], exclude: list[Path]) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        root_path = Path(root)
-        # Skip hidden folders (our own .partial dirs, .git) and the output tree if nested.
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not any(_same(root_path / d, e) for e in exclude))
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
-                found.append(root_path / name)
-    return found
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def find_recordings(base: str | os.PathLike, dirs: list[str], suffixes: list[str],
                     exclude: list[str | os.PathLike] = ()) -> list[Recording]:
     """Recordings under ``base`` (see module doc), sorted by relative path.
@@ -75,7 +56,7 @@ def find_recordings(base: str | os.PathLike, dirs: list[str], suffixes: list[str
     folders = [base] if not dirs else sorted({p for pattern in dirs for p in base.glob(pattern) if p.is_dir()})
     if not folders:
         raise CorpusError(f"{base}: no folder matches input_dir_name_dirs {dirs}")
-    files = {f.relative_to(base) for folder in folders for f in _walk(folder, wanted, excluded)}
+    files = {f.relative_to(base) for folder in folders for f in walk_audio_files(folder, wanted, excluded)}
     if not files:
         raise CorpusError(f"{base}: no {'/'.join(sorted(wanted))} files found in {dirs or 'the whole tree'}")
     ordered = sorted(files, key=lambda p: p.as_posix())

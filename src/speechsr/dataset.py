@@ -7,11 +7,16 @@ float32, cut at a random offset from one clip pair. Order and offsets depend onl
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import soundfile as sf
 import tensorflow as tf
 
 from speechsr.bandlimit import kaiser_lowpass
+from speechsr.geometry import required_multiple
+from speechsr.settings import ModelSettings, TrainingSettings
+from speechsr.split import read_split_csv
 
 
 def _load_pair(hr_path: bytes, lr_path: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +27,6 @@ def _load_pair(hr_path: bytes, lr_path: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def clip_pairs(csv_path: str) -> tuple[list[str], list[str]]:
     """(low-res paths, high-res paths) of a split CSV, checked to exist."""
-    from speechsr.split import read_split_csv  # preprocessing's reader: resolves and checks paths
     rows = read_split_csv(csv_path)
     if not rows:
         raise ValueError(f"{csv_path}: no clips listed")
@@ -60,17 +64,22 @@ def random_lowpass(lr: tf.Tensor, bank: tf.Tensor, rng: tf.Tensor) -> tf.Tensor:
     return tf.nn.conv1d(lr[None], kernel, stride=1, padding="SAME")[0]
 
 
-def training_dataset(csv_path: str, factor: int, patch_length: int, batch_size: int,
-                     seed: int, epoch: int, gain_db: float = 0.0, shuffle_buffer: int = 512,
-                     lowpass_min: float = 0.0) -> tf.data.Dataset:
+def training_dataset(csv_path: str | os.PathLike, model_settings: ModelSettings,
+                     training_settings: TrainingSettings, epoch: int) -> tf.data.Dataset:
     """One epoch of shuffled, batched patches (``drop_remainder``) for ``epoch``.
 
-    ``patch_length`` is in low-res samples; clips shorter than it are zero-padded.
-    ``gain_db`` > 0 applies the same random gain in +-gain_db dB to both twins.
-    ``lowpass_min`` > 0 low-passes each low-res clip (whole clip, before cropping) at a random
-    cutoff between ``lowpass_min`` × its Nyquist frequency and Nyquist (:func:`lowpass_bank`),
-    so the model also learns inputs whose anti-alias filter was gentler than sox's.
+    From the training settings: ``patch_length`` (low-res samples; shorter clips are
+    zero-padded), ``batch_size``, ``seed``, ``shuffle_buffer``; ``augment_gain_db`` > 0 applies
+    the same random gain in +-dB to both twins; ``augment_lowpass_min`` > 0 low-passes each
+    low-res clip (whole clip, before cropping) at a random cutoff between that fraction of its
+    Nyquist frequency and Nyquist (:func:`lowpass_bank`), so the model also learns inputs whose
+    anti-alias filter was gentler than sox's. The high-res twin is ``output_rate / input_rate``
+    times longer.
     """
+    ts = training_settings
+    factor = model_settings.output_rate // model_settings.input_rate
+    patch_length, gain_db, lowpass_min = ts.patch_length, ts.augment_gain_db, ts.augment_lowpass_min
+    seed, batch_size, shuffle_buffer = ts.seed, ts.batch_size, ts.shuffle_buffer
     lr_paths, hr_paths = clip_pairs(csv_path)
     epoch_seed = seed * 1_000_003 + epoch
     bank = tf.constant(lowpass_bank(lowpass_min)) if lowpass_min > 0 else None
@@ -106,9 +115,11 @@ def steps_in_epoch(csv_path: str, batch_size: int) -> int:
     return len(clip_pairs(csv_path)[0]) // batch_size
 
 
-def validation_clips(csv_path: str, multiple: int, max_clips: int | None = None
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Whole validation clip pairs ``(lr [T], hr [T*factor])``, cut to a multiple of ``multiple``."""
+def validation_clips(csv_path: str | os.PathLike, model_settings: ModelSettings,
+                     training_settings: TrainingSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole validation clip pairs ``(lr [T], hr [T * factor])``, cut to a multiple of
+    :func:`speechsr.geometry.required_multiple`; at most ``validation_max_clips``, evenly picked."""
+    multiple, max_clips = required_multiple(model_settings), training_settings.validation_max_clips
     lr_paths, hr_paths = clip_pairs(csv_path)
     if max_clips is not None and len(lr_paths) > max_clips:
         pick = np.linspace(0, len(lr_paths) - 1, max_clips).round().astype(int)

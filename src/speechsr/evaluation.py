@@ -31,8 +31,10 @@ from tqdm import tqdm
 
 from speechsr import audio, bandlimit, baselines, metrics
 from speechsr.audio import atomic_path
-from speechsr.channel import LOW_RES_CHANNELS, TELEPHONE_RATE
-from speechsr.inference import Upsampler, decide_lowpass
+from speechsr.channel import LOW_RES_CHANNELS, TELEPHONE_RATE, TelephoneChannel, clip_seed
+from speechsr.inference import Upsampler
+from speechsr.files import decide_lowpass
+from speechsr.plots import comparison_figure
 
 log = logging.getLogger("speechsr")
 
@@ -78,9 +80,8 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel:
     if channel == "sox":
         low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
     else:
-        from speechsr import channel as phone
-        seed = phone.clip_seed(0, Path(hires_path).name)
-        low = phone.TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
+        seed = clip_seed(0, Path(hires_path).name)
+        low = TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
     model_input = low
     if low_rate != s.input_rate:
         n = ref.size * s.input_rate // s.output_rate
@@ -316,7 +317,6 @@ def write_listening_page(rows: list[dict], picks: list[int], upsampler: Upsample
     from the file system, nothing comes from the network. The picked files are upsampled again
     (deterministic) rather than kept in memory during the evaluation.
     """
-    from speechsr.plots import comparison_figure
     out_dir = Path(out_dir)
     listen = out_dir / "listening"
     listen.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,15 @@
-"""U-Net geometry from model settings, without TensorFlow: filters, kernels, input multiple.
+"""U-Net geometry from model settings, without TensorFlow: the per-level convolution table,
+input multiple and receptive field.
 
-Shared by :mod:`speechsr.model` (which builds the Keras graph) and the TensorFlow-free
-inference path (:mod:`speechsr.inference`, :mod:`speechsr.runtime`).
+:func:`conv_table` is the one description of the U-Net's convolutions: :func:`speechsr.model.build_model`
+builds its layers from it and :func:`receptive_context` derives the receptive field from it, so
+a change to the U-Net changes both. Shared with the TensorFlow-free inference path
+(:mod:`speechsr.inference`, :mod:`speechsr.runtime`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from speechsr.settings import ModelSettings
 
@@ -41,3 +46,46 @@ def high_band_context(s: ModelSettings) -> int:
         return 0
     frames = (s.high_band_kernel - 1) // 2 * (2 ** s.high_band_layers - 1)
     return frames * HIGH_BAND_HOP + HIGH_BAND_FFT // 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """One Conv1D of the U-Net: layer ``{name}_conv``, ``filters`` x ``kernel`` taps, ``stride``;
+    ``shuffle``: the subpixel shuffle factor after it (1 = none); ``jump``: low-res input samples
+    between two of its input samples (its input rate is ``input_rate / jump``)."""
+    name: str
+    filters: int
+    kernel: int
+    stride: int = 1
+    shuffle: int = 1
+    jump: int = 1
+
+
+def conv_table(s: ModelSettings) -> list[Conv]:
+    """The U-Net's convolutions in build order: downsampling blocks ``down0..``, ``bottleneck``,
+    upsampling blocks ``up{n-1}..up0`` (shuffle 2), ``top`` (shuffle 2, back to the input rate)
+    and ``final`` (``factor`` channels, shuffle ``factor``: the residual at the output rate)."""
+    filters, n = level_filters(s), s.num_blocks
+    table = [Conv(f"down{level}", filters[level], level_kernel(s, level), stride=2, jump=2 ** level)
+             for level in range(n)]
+    table.append(Conv("bottleneck", filters[n], level_kernel(s, n), stride=2, jump=2 ** n))
+    table += [Conv(f"up{level}", 2 * filters[level], level_kernel(s, level), shuffle=2, jump=2 ** (level + 2))
+              for level in reversed(range(n))]
+    table.append(Conv("top", 2 * filters[0], level_kernel(s, 0), shuffle=2, jump=2))
+    factor = s.output_rate // s.input_rate
+    table.append(Conv("final", factor, level_kernel(s, 0), shuffle=factor, jump=1))
+    return table
+
+
+def receptive_context(s: ModelSettings) -> int:
+    """Low-res samples on each side of an output point that influence it (half receptive field).
+
+    From :func:`conv_table`: each convolution widens the field by ``(kernel - 1) * jump`` input
+    samples; the fixed sinc interpolator reaches ``interpolation_taps``; padding asymmetry is
+    covered by one extra ``required_multiple``; the high-band envelope layer reads
+    :func:`high_band_context` output samples further.
+    """
+    field = 1 + sum((c.kernel - 1) * c.jump for c in conv_table(s))
+    context = max(field // 2 + required_multiple(s), s.interpolation_taps)
+    factor = s.output_rate // s.input_rate
+    return context + -(-high_band_context(s) // factor)

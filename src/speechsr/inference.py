@@ -2,105 +2,36 @@
 
 A low-res signal ``[time]`` at ``input_rate`` Hz is cut into windows of ``window`` low-res
 samples that start every ``hop = window - overlap`` samples (both multiples of
-:func:`speechsr.model.required_multiple`, so every window sees the same stride phase as a
+:func:`speechsr.geometry.required_multiple`, so every window sees the same stride phase as a
 whole-signal pass). Windows run through the model in batches ``[batch_size, window, 1]``
 with one traced ``tf.function`` (fixed window length; the last window is zero-padded).
 Consecutive outputs are joined over their overlap: the outer ``margin`` samples of each
-window (where zero padding alters the output) get weight 0, the middle of the overlap gets
-complementary raised-cosine fades (``rise + fall == 1``), so there is no seam and no level
-dip. Output length is exactly ``len(x) * factor`` samples at ``output_rate`` Hz.
+window (where zero padding alters the output; :func:`speechsr.geometry.receptive_context`) get
+weight 0, the middle of the overlap gets complementary raised-cosine fades (``rise + fall == 1``),
+so there is no seam and no level dip. Output length is exactly ``len(x) * factor`` samples at
+``output_rate`` Hz.
 
 :meth:`Upsampler.stream` consumes low-res blocks of any size and yields output blocks,
 holding O(window * batch_size + block) samples; :meth:`Upsampler.upsample` is the same code
-path with one block, so whole-array and streamed results are identical.
+path with one block, so whole-array and streamed results are identical. Loading a saved model
+as an Upsampler is :mod:`speechsr.loading`; upsampling files is :mod:`speechsr.files`.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
-import os
-import sys
 import time
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from speechsr import audio, bandlimit, settings
-from speechsr.channel import LOW_RES_CHANNELS
-from speechsr.runtime import AUTO_ORDER, RUNTIMES, WindowRunner, quiet_stderr
-from speechsr.settings import ModelSettings, UpsamplingSettings, project_path
+from speechsr.geometry import receptive_context, required_multiple
+from speechsr.runtime import WindowRunner
+from speechsr.settings import ModelSettings, UpsamplingSettings
 
-# TensorFlow / Keras are imported lazily (see import_tensorflow_quietly), so command-line
-# checks on inputs and outputs run, and fail, before the slow and noisy TensorFlow start-up,
-# and never when the lean runtime (speechsr.runtime) serves; so are scipy and librosa
-# (metrics, baselines), which only reference mode needs.
-
-log = logging.getLogger("speechsr")
-
-#: Output subtypes kept from the input when ``subtype == "auto"``.
-PCM_SUBTYPES = ("PCM_16", "PCM_24")
-
-
-class InputBandError(ValueError):
-    """The input already has high-band content: it is not low-res audio for this model."""
-
-
-#: Bounds on one model call: longer windows gain nothing (files stream through windows of any
-#: length) and a window of 1e9 s would ask for terabytes.
-MAX_WINDOW_SECONDS = 600.0
-MAX_BATCH_SECONDS = 3600.0
-
-
-def check_window(window_seconds: float, batch_size: int) -> None:
-    """ValueError (one line) when a window or a batch of windows is too long to hold in memory."""
-    if not window_seconds <= MAX_WINDOW_SECONDS:
-        raise ValueError(f"window_seconds {window_seconds:g} is too long (at most {MAX_WINDOW_SECONDS:g} s; "
-                         "files of any length stream through windows, a few seconds is enough)")
-    if not window_seconds * batch_size <= MAX_BATCH_SECONDS:
-        raise ValueError(f"window_seconds {window_seconds:g} x batch_size {batch_size} is too much audio for "
-                         f"one model call (at most {MAX_BATCH_SECONDS:g} s)")
-
-
-def receptive_context(s: ModelSettings) -> int:
-    """Low-res samples on each side of an output point that influence it (half receptive field).
-
-    Walks the U-Net of :func:`speechsr.model.build_model`: stride-2 convolutions down, the
-    bottleneck, convolutions + subpixel shuffles up, then the top and final convolutions; the
-    fixed sinc interpolator adds ``interpolation_taps``. Padding asymmetry is covered by one
-    extra ``required_multiple``.
-    """
-    from speechsr.geometry import high_band_context, level_kernel, required_multiple
-    field, jump = 1, 1
-    for level in range(s.num_blocks + 1):  # downsampling blocks + bottleneck, stride 2
-        field += (level_kernel(s, level) - 1) * jump
-        jump *= 2
-    for level in reversed(range(s.num_blocks)):  # upsampling blocks at the coarser rate
-        field += (level_kernel(s, level) - 1) * jump
-        jump //= 2
-    field += (level_kernel(s, 0) - 1) * jump  # top conv (jump 2)
-    field += level_kernel(s, 0) - 1  # final conv (jump 1)
-    context = max(field // 2 + required_multiple(s), s.interpolation_taps)
-    factor = s.output_rate // s.input_rate
-    return context + -(-high_band_context(s) // factor)  # the envelope layer reads further
-
-
-def set_subpixel_implementation(model, implementation: str) -> None:
-    """Switch every subpixel shuffle of a loaded model to ``"auto"``/``"op"``/``"reshape"``.
-
-    Must be called before the model is first traced (the choice is made while tracing).
-    """
-    from speechsr.model import SincInterpolation1D
-    from speechsr.subpixel import SubPixel1D, _check_implementation
-    _check_implementation(implementation)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, SubPixel1D):
-            layer.implementation = implementation
-        elif isinstance(layer, SincInterpolation1D):
-            layer.implementation = implementation
-            layer._shuffle.implementation = implementation
+# The TensorFlow-free inference path: TensorFlow is imported only where a model runs in it
+# (TFRunner), so TensorFlow never loads when the LiteRT runtime (speechsr.runtime) serves
+# (test_runtime.test_lean_path_never_imports_tensorflow).
 
 
 class TFRunner(WindowRunner):
@@ -113,7 +44,7 @@ class TFRunner(WindowRunner):
     name = "tf"
 
     def __init__(self, model, window: int):
-        import tensorflow as tf
+        import tensorflow as tf  # only when a model runs in TensorFlow: see the top
         self.model = model
         self.fn = tf.function(lambda x: model(x, training=False), jit_compile=False,
                               input_signature=[tf.TensorSpec([None, window, 1], tf.float32)])
@@ -128,18 +59,17 @@ class Upsampler:
     ``model``: a Keras model (run by TensorFlow, :class:`TFRunner`) or any
     :class:`speechsr.runtime.WindowRunner` (e.g. the LiteRT export); ``runtime`` names it.
 
-    ``window_seconds``/``overlap_seconds`` are rounded to multiples of ``required_multiple``
-    low-res samples (overlap at least one multiple, at most half the window). Streaming holds
-    at most ``window + batch_size * hop`` low-res samples besides the current block.
-    ``input_lowpass`` ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file
-    by :func:`upsample_file` and :func:`speechsr.evaluation.reference_mode`, not by :meth:`stream`.
+    From the (validated) upsampling settings: ``window_seconds``/``overlap_seconds`` are rounded
+    to multiples of ``required_multiple`` low-res samples (overlap at least one multiple, at most
+    half the window); ``batch_size`` windows per model call. Streaming holds at most
+    ``window + batch_size * hop`` low-res samples besides the current block. ``input_lowpass``
+    ('auto' | 'on' | 'off', :mod:`speechsr.bandlimit`) is applied per file by
+    :func:`speechsr.files.upsample_file` and :func:`speechsr.evaluation.reference_mode`, not by :meth:`stream`.
     """
 
-    def __init__(self, model, model_settings: ModelSettings, window_seconds: float,
-                 overlap_seconds: float, batch_size: int, input_lowpass: str = "auto"):
-        from speechsr.geometry import required_multiple
-        s = model_settings
-        check_window(window_seconds, batch_size)
+    def __init__(self, model, model_settings: ModelSettings, upsampling_settings: UpsamplingSettings):
+        s, up = model_settings, upsampling_settings
+        window_seconds, overlap_seconds, batch_size = up.window_seconds, up.overlap_seconds, up.batch_size
         self.model, self.settings = model, s
         self.input_rate, self.output_rate = s.input_rate, s.output_rate
         self.factor = s.output_rate // s.input_rate
@@ -149,12 +79,9 @@ class Upsampler:
         if 2 * self.overlap > self.window:
             raise ValueError(f"overlap ({self.overlap} samples) must be at most half the window "
                              f"({self.window} samples at {s.input_rate} Hz)")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.hop = self.window - self.overlap
         self.batch_size = batch_size
-        bandlimit.check_mode(input_lowpass)
-        self.input_lowpass = input_lowpass  # used per file by upsample_file / evaluation.reference_mode
+        self.input_lowpass = up.input_lowpass  # used per file by files.upsample_file / evaluation.reference_mode
         # Cross-fade over the middle of the overlap, away from both windows' padded edges.
         self.margin = min(receptive_context(s), self.overlap * 3 // 8)
         f = self.factor
@@ -255,237 +182,3 @@ class Upsampler:
         """Whole-array convenience: low-res ``[time]`` -> ``[time * factor]`` float32."""
         out = list(self.stream([x]))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-# ------------------------------------------------------------------ loading
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up lines (absl/oneDNN notices) kept off stderr.
-
-    The captured text is replayed if the import fails.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    with quiet_stderr():
-        import tensorflow  # noqa: F401
-        import keras  # noqa: F401
-
-
-def resolve_model_path(path: str | os.PathLike, from_settings: bool = False) -> Path:
-    """A model path: from a settings file, relative to the project root (as every settings
-    path); from the command line, as given (relative to the working directory)."""
-    return project_path(path) if from_settings else Path(path)
-
-
-def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
-                   subpixel: str | None = None, runtime: str = "auto") -> Upsampler:
-    """Load a saved model and wrap it with the upsampling settings.
-
-    ``runtime``: ``"lite"`` runs the LiteRT export beside the model (``NAME.tflite``, checked
-    to come from this exact ``NAME.keras``; :mod:`speechsr.runtime`) without importing
-    TensorFlow, ``"lite-int8"`` its int8-weight export (``NAME.int8.tflite``); ``"tf"`` loads
-    the ``.keras`` model in TensorFlow (``model_io.load_model``); ``"auto"`` uses the first
-    matching export of ``runtime.AUTO_ORDER`` unless ``subpixel`` is given, else TensorFlow
-    (a stale export is reported as a warning). Raises ``model_io.ModelNotFoundError`` (message
-    says how to train one), ``runtime.ExportUnavailable`` (a lite runtime without a matching
-    export) or ValueError.
-    """
-    from speechsr import runtime as lean
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    candidates = AUTO_ORDER if runtime == "auto" and not subpixel else () if runtime in ("auto", "tf") else (runtime,)
-    for variant in candidates:
-        try:
-            runner, model_settings = lean.load_lite(model_path, variant)
-        except lean.ExportUnavailable as e:
-            if runtime != "auto":
-                raise
-            stale = lean.exported_path(model_path, variant).exists()
-            log.log(logging.WARNING if stale else logging.INFO, "%s; using TensorFlow", e)
-        else:
-            return Upsampler(runner, model_settings, up.window_seconds, up.overlap_seconds,
-                             up.batch_size, up.input_lowpass)
-    import_tensorflow_quietly()
-    from speechsr import model_io
-    model, model_settings, _ = model_io.load_model(model_path)
-    if subpixel:
-        set_subpixel_implementation(model, subpixel)
-    return Upsampler(model, model_settings, up.window_seconds, up.overlap_seconds, up.batch_size,
-                     up.input_lowpass)
-
-
-def collect_audio_files(inputs: Iterable[str | os.PathLike], exclude: str | os.PathLike | None = None
-                        ) -> list[tuple[Path, Path]]:
-    """``(file, relative output stem path)`` for files and (recursively) audio files in folders.
-
-    Folder contents keep their sub-folder layout in the relative path; files under ``exclude``
-    (e.g. the output folder) are skipped. Missing inputs raise ``audio.AudioError``.
-    """
-    found = []
-    excluded = Path(exclude).resolve() if exclude else None
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            for f in sorted(item.rglob("*")):
-                if not f.is_file() or f.suffix.lower() not in audio.AUDIO_SUFFIXES or f.name.startswith("."):
-                    continue
-                if excluded is not None and excluded in f.resolve().parents:
-                    continue
-                found.append((f, f.relative_to(item).with_suffix("")))
-        elif item.exists():
-            found.append((item, Path(item.stem)))
-        else:
-            raise audio.AudioError(f"{item}: file not found")
-    return found
-
-
-# ------------------------------------------------------------------ input checks
-
-def check_input_band(path: str | os.PathLike, s: ModelSettings, seconds: float = 60.0) -> dict:
-    """Check that ``path`` is low-band audio for the model (first ``seconds`` at its own rate).
-
-    Raises :class:`InputBandError` when the file's rate is >= ``output_rate`` and its energy
-    above ``output_rate / 4`` Hz is more than -30 dB of the total. Warns (logger
-    ``speechsr``) when the rate is above ``input_rate`` and the energy above ``input_rate / 2``
-    Hz is more than -40 dB (that band is low-passed away). Returns the measurements (dB).
-    """
-    info = audio.audio_info(path)
-    rate = info.samplerate
-    result = {"rate": rate}
-    if rate <= s.input_rate:
-        return result
-    x, _ = audio.read_audio(path, stop=min(seconds, info.frames / rate))
-    if x.size < 16:
-        return result
-    freqs, psd = bandlimit.welch_psd(x.astype(np.float64), nperseg=min(4096, x.size))  # scipy's welch
-    freqs = freqs * rate / 2  # Nyquist units -> Hz (psd's scale cancels in the ratios below)
-    total = psd.sum()
-    if total <= 0:
-        return result
-
-    def rel_db(lo_hz: float) -> float:
-        return float(10 * np.log10(max(psd[freqs > lo_hz].sum() / total, 1e-30)))
-
-    content_hz = float(freqs[np.searchsorted(np.cumsum(psd) / total, 0.999)])
-    result.update(content_khz=content_hz / 1000, above_input_band_db=rel_db(s.input_rate / 2))
-    if rate >= s.output_rate:
-        result["above_quarter_output_db"] = rel_db(s.output_rate / 4)
-        if result["above_quarter_output_db"] > -30:
-            raise InputBandError(
-                f"{path}: input already has content up to {content_hz / 1000:.1f} kHz; this tool "
-                f"upsamples {s.input_rate / 1000:g} kHz-sampled audio (content below "
-                f"{s.input_rate / 2000:g} kHz); to test the model on high-res audio use --reference")
-    if result["above_input_band_db"] > -40:
-        log.warning("%s: has content above %g kHz (%.0f dB of total) that is low-passed away: "
-                    "the model input is %d Hz audio", path, s.input_rate / 2000,
-                    result["above_input_band_db"], s.input_rate)
-    return result
-
-
-def output_subtype(in_path: str | os.PathLike, out_path: str | os.PathLike, subtype: str = "auto") -> str:
-    """The output subtype: forced, or the input's when PCM_16/PCM_24, else FLOAT (PCM_24 for FLAC)."""
-    if subtype == "auto":
-        src = audio.audio_info(in_path).subtype
-        subtype = src if src in PCM_SUBTYPES else "FLOAT"
-    if subtype == "FLOAT" and Path(out_path).suffix.lower() == ".flac":
-        subtype = "PCM_24"  # FLAC has no float samples
-    return subtype
-
-
-def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsampler: Upsampler,
-                  subtype: str = "auto", block_seconds: float = 30.0, check_band: bool = True) -> dict:
-    """Stream ``in_path`` (resampled to ``input_rate``) through the model into ``out_path``.
-
-    The output is written atomically (no partial file on failure) at ``output_rate`` Hz.
-    PCM outputs are clipped to [-1, 1]. The input is band-limited first when the upsampler's
-    ``input_lowpass`` mode says so (judged on the first block). Returns ``{"input_samples",
-    "output_samples", "seconds", "model_seconds", "subtype", "clipped", "input_lowpass"}``
-    (samples at input/output rate).
-    """
-    in_path, out_path = Path(in_path), Path(out_path)
-    if in_path.resolve() == out_path.resolve():
-        raise ValueError(f"{out_path}: output would overwrite the input")
-    if check_band:
-        check_input_band(in_path, upsampler.settings)
-    subtype = output_subtype(in_path, out_path, subtype)
-    counts = new_stream_counts()
-    t0 = time.perf_counter()
-    blocks = audio.iter_audio_blocks(in_path, block_seconds, rate=upsampler.input_rate)
-    first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass
-    lowpass = decide_lowpass(upsampler, in_path, first)
-    blocks = itertools.chain([first], blocks)
-    if lowpass:
-        blocks = bandlimit.lowpass_stream(blocks)
-    with audio.open_atomic_writer(out_path, upsampler.output_rate, subtype) as writer:
-        stream_to_writer(upsampler, blocks, writer, subtype, counts, t0)
-    if counts["clipped"]:
-        log.warning("%s: %d samples clipped to [-1, 1] (%s output)", out_path, counts["clipped"], subtype)
-    return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
-            "seconds": counts["in"] / upsampler.input_rate, "clipped": counts["clipped"],
-            "model_seconds": time.perf_counter() - t0, "input_lowpass": lowpass}
-
-
-def new_stream_counts() -> dict:
-    """Tallies :func:`stream_to_writer` keeps: samples in/out, clipped, first output time (s)."""
-    return {"in": 0, "out": 0, "clipped": 0, "first": None}
-
-
-def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts: dict, t0: float) -> None:
-    """Upsample low-res ``blocks`` (``[time]`` at ``input_rate``) into ``writer`` (``.write([time])``).
-
-    PCM subtypes are clipped to [-1, 1]. ``counts`` (:func:`new_stream_counts`) is updated as it
-    goes; ``counts["first"]`` is the time (s since ``t0``) of the first output block.
-    """
-    def counted(source):
-        for b in source:
-            counts["in"] += b.size
-            yield b
-
-    for y in upsampler.stream(counted(blocks)):
-        if subtype != "FLOAT":
-            counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
-            y = np.clip(y, -1.0, 1.0)
-        writer.write(y)
-        counts["out"] += y.size
-        if counts["first"] is None:
-            counts["first"] = time.perf_counter() - t0
-
-
-def decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:
-    """Whether to band-limit an input whose first samples (model input rate) are ``head``."""
-    lowpass = bandlimit.needs_lowpass(head, upsampler.input_lowpass)
-    if lowpass and upsampler.input_lowpass == "auto":
-        log.info("%s: content at the band edge (%.0f dB above %.3g Hz); low-passing it at %.3g Hz "
-                 "like the training inputs (input_lowpass 'auto')", name, bandlimit.edge_energy_db(head),
-                 bandlimit.EDGE * upsampler.input_rate / 2, bandlimit.CUTOFF * upsampler.input_rate / 2)
-    return lowpass
-
-
-def add_upsampler_arguments(parser) -> None:
-    """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
-    parser.add_argument("--model", help="trained .keras model (default: upsampling setting 'model')")
-    settings.add_settings_arguments(parser)
-    parser.add_argument("--window-seconds", type=float, help="override upsampling 'window_seconds'")
-    parser.add_argument("--batch-size", type=int, help="override upsampling 'batch_size'")
-    parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
-                        help="subpixel shuffle implementation (TensorFlow runtime)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
-                             "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
-                             "TensorFlow; auto (default): lite when its export matches the model, else tf")
-    parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
-                        help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
-                             "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
-                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
-    parser.add_argument("--input-lowpass", choices=bandlimit.MODES,
-                        help="override upsampling 'input_lowpass': band-limit the input like the training "
-                             "inputs when it has content at the band edge (auto), always (on) or never (off)")
-
-
-def upsampling_settings_from_args(args) -> UpsamplingSettings:
-    """Upsampling settings of a script's ``--settings``/``--set`` and override flags."""
-    flags = {"window_seconds": args.window_seconds, "batch_size": args.batch_size,
-             "input_lowpass": args.input_lowpass}
-    up = settings.load_for_script(args, ["upsampling"], flags)["upsampling"]
-    check_window(up.window_seconds, up.batch_size)  # before TensorFlow starts
-    return up

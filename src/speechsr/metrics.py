@@ -127,7 +127,7 @@ _scorers: dict = {}
 
 def _visqol():
     if "visqol" not in _scorers:
-        from visqol import VisqolApi
+        from visqol import VisqolApi  # optional extra [metrics]: imported where used, like pystoi, speechmos
         api = VisqolApi()
         api.create(mode="speech", use_lattice_model=True)  # explicit: the C++ tool's default mapper
         _scorers["visqol"] = api
@@ -144,7 +144,7 @@ def visqol(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> flo
 
 def stoi(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
     """Short-time objective intelligibility (0-1) of ``y_hat`` against ``y`` (``[time]``, Hz)."""
-    from pystoi import stoi as _stoi
+    from pystoi import stoi as _stoi  # optional extra [metrics]
     y, y_hat = _align(y, y_hat)
     return float(_stoi(y, y_hat, rate, extended=False))
 
@@ -157,7 +157,7 @@ def dnsmos_p808(x: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
     """
     if rate != PERCEPTUAL_RATE:
         raise ValueError(f"DNSMOS needs {PERCEPTUAL_RATE} Hz, got {rate}")
-    from speechmos import dnsmos
+    from speechmos import dnsmos  # optional extra [metrics]
     x = np.asarray(x, dtype=np.float64)
     peak = np.max(np.abs(x)) if len(x) else 0.0
     if peak == 0:

@@ -31,7 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechsr.geometry import high_band_edge, level_filters, level_kernel, required_multiple  # noqa: F401  (re-exported)
+from speechsr.geometry import (conv_table, high_band_edge, level_filters, level_kernel,  # noqa: F401  (re-exported)
+                               receptive_context, required_multiple)
 from speechsr.high_band import HighBandEnvelope
 from speechsr.settings import ModelSettings
 from speechsr.subpixel import SubPixel1D
@@ -74,6 +75,11 @@ class SincInterpolation1D(keras.layers.Layer):
         t = input_shape[1]
         return (input_shape[0], None if t is None else t * self.factor, 1)
 
+    def set_implementation(self, implementation: str) -> None:
+        """Switch its subpixel shuffle (:func:`speechsr.subpixel.set_implementation`)."""
+        self._shuffle.set_implementation(implementation)
+        self.implementation = implementation
+
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "taps": self.taps,
                 "implementation": self.implementation}
@@ -88,47 +94,54 @@ def _activation(name: str, label: str) -> keras.layers.Layer:
 
 
 def build_model(s: ModelSettings, length: int | None = None, name: str = "speechsr_unet") -> keras.Model:
-    """Build the U-Net from model settings; ``length`` (low-res samples) fixes T, None = any."""
+    """Build the U-Net from model settings; ``length`` (low-res samples) fixes T, None = any.
+
+    Its convolutions are those of :func:`speechsr.geometry.conv_table`, in that order.
+    """
     factor = s.output_rate // s.input_rate
     impl = s.subpixel_implementation
-    filters = level_filters(s)
+    convs = {c.name: c for c in conv_table(s)}
+
+    def conv(c, h, **kwargs):
+        return keras.layers.Conv1D(c.filters, c.kernel, strides=c.stride, padding="same", name=f"{c.name}_conv",
+                                   **kwargs)(h)
+
     x_in = keras.Input(shape=(length, 1), name="low_res")
     interpolated = SincInterpolation1D(factor, s.interpolation_taps, impl, name="sinc_interpolation")(x_in)
 
     skips, h = [], x_in
     for level in range(s.num_blocks):
-        h = keras.layers.Conv1D(filters[level], level_kernel(s, level), strides=2, padding="same",
-                                name=f"down{level}_conv")(h)
+        h = conv(convs[f"down{level}"], h)
         if s.batch_norm:
             h = keras.layers.BatchNormalization(name=f"down{level}_bn")(h)
         h = _activation(s.activation, f"down{level}_act")(h)
         skips.append(h)
 
-    b = s.num_blocks
-    h = keras.layers.Conv1D(filters[b], level_kernel(s, b), strides=2, padding="same", name="bottleneck_conv")(h)
+    h = conv(convs["bottleneck"], h)
     if s.dropout:
         h = keras.layers.Dropout(s.dropout, name="bottleneck_dropout")(h)
     h = _activation(s.activation, "bottleneck_act")(h)
 
     for level in reversed(range(s.num_blocks)):
-        h = keras.layers.Conv1D(2 * filters[level], level_kernel(s, level), padding="same",
-                                name=f"up{level}_conv")(h)
+        c = convs[f"up{level}"]
+        h = conv(c, h)
         if s.dropout:
             h = keras.layers.Dropout(s.dropout, name=f"up{level}_dropout")(h)
         h = _activation(s.activation, f"up{level}_act")(h)
-        h = SubPixel1D(2, implementation=impl, name=f"up{level}_shuffle")(h)
+        h = SubPixel1D(c.shuffle, implementation=impl, name=f"up{level}_shuffle")(h)
         h = keras.layers.Concatenate(name=f"up{level}_concat")([h, skips[level]])
 
     # back to the input length T, stacking the low-res input itself
-    h = keras.layers.Conv1D(2 * filters[0], level_kernel(s, 0), padding="same", name="top_conv")(h)
+    c = convs["top"]
+    h = conv(c, h)
     h = _activation(s.activation, "top_act")(h)
-    h = SubPixel1D(2, implementation=impl, name="top_shuffle")(h)
+    h = SubPixel1D(c.shuffle, implementation=impl, name="top_shuffle")(h)
     h = keras.layers.Concatenate(name="top_concat")([h, x_in])
 
     # no bias: a per-phase constant would come out of the shuffle as tones at output_rate / factor
-    residual = keras.layers.Conv1D(factor, level_kernel(s, 0), padding="same", name="final_conv",
-                                   kernel_initializer="zeros", use_bias=False)(h)
-    residual = SubPixel1D(factor, implementation=impl, name="final_shuffle")(residual)
+    c = convs["final"]
+    residual = conv(c, h, kernel_initializer="zeros", use_bias=False)
+    residual = SubPixel1D(c.shuffle, implementation=impl, name="final_shuffle")(residual)
     y = keras.layers.Add(name="high_res")([interpolated, residual])
     if s.high_band_bands:
         y = high_band_layer(s)(y)

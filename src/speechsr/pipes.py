@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from speechsr import audio, bandlimit
-from speechsr.inference import new_stream_counts, stream_to_writer
+from speechsr.files import new_stream_counts, stream_to_writer
 
 log = logging.getLogger("speechsr")
 

@@ -14,7 +14,7 @@ Every entry point (``upsample_audio_file.py``, ``evaluate.py``, :mod:`speechsr.a
   which scores better on phone speech than low-passing it to 2 kHz for the 4x model
   (test-other through a telephone channel: ViSQOL 2.93 against 1.68);
 - anything else (wideband input): the 4x model, whose input check refuses it
-  (:func:`speechsr.inference.check_input_band`).
+  (:func:`speechsr.files.check_input_band`).
 
 Each choice is logged in one line (logger ``speechsr``): telephone routes as warnings, since
 they differ from the default model, others at info level.
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import soxr
 
-from speechsr import audio, bandlimit, settings
+from speechsr import audio, bandlimit, loading, settings
 from speechsr.channel import TELEPHONE_RATE
 
 log = logging.getLogger("speechsr")
@@ -170,7 +171,6 @@ class SincUpsampler:
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Low-res blocks ``[time]`` -> output blocks; exactly ``factor`` x the input samples in all."""
-        import soxr
         rs = soxr.ResampleStream(self.input_rate, self.output_rate, 1, dtype="float32", quality="VHQ")
         n_in = n_out = 0
         for block in blocks:
@@ -194,8 +194,7 @@ class SincUpsampler:
 
 
 def load_route(route: Route, up, subpixel: str | None = None, runtime: str = "auto"):
-    """The upsampler of a route: :func:`speechsr.inference.load_upsampler` or :class:`SincUpsampler`."""
+    """The upsampler of a route: :func:`speechsr.loading.load_upsampler` or :class:`SincUpsampler`."""
     if route.kind == "sinc":
         return SincUpsampler()
-    from speechsr import inference
-    return inference.load_upsampler(route.model_path, up, subpixel, runtime)
+    return loading.load_upsampler(route.model_path, up, subpixel, runtime)

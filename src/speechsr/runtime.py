@@ -116,7 +116,7 @@ class LiteRunner(WindowRunner):
     name = "lite"
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # optional extra [lite]: see load_lite
         if num_threads is None:
             num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.path = Path(path)
@@ -165,7 +165,7 @@ def load_lite(model_path: str | os.PathLike, variant: str = "lite", num_threads:
     """
     exported, info = export_info(model_path, variant)
     try:
-        import ai_edge_litert.interpreter  # noqa: F401
+        import ai_edge_litert.interpreter  # noqa: F401  (optional extra [lite]: its absence is reported)
     except ImportError:
         raise ExportUnavailable(f"{exported.name}: the LiteRT runtime (package ai-edge-litert) is not "
                                 "installed") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from speechsr import bandlimit
+from speechsr.channel import LOW_RES_CHANNELS
 
 SETTINGS_FILES = {
     "data": "data_settings.json",
@@ -49,6 +50,19 @@ def _field(kind: str, check: Callable[[Any], bool] | None = None, doc: str = "",
                                        "optional": optional, "default": default})
 
 
+#: Choice lists, each defined once and used by both the settings checks and argparse ``choices``
+#: (others live beside their code: ``bandlimit.MODES`` for input_lowpass, ``channel.LOW_RES_CHANNELS``,
+#: ``runtime.RUNTIMES``).
+SPLIT_UNITS = ("recording", "clip")  # split_by, test_train_split.py --by
+TRAINABLE = ("all", "high_band")
+SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --subpixel
+STRATEGIES = ("default", "mirrored", "multiworker")  # speechsr.training.make_strategy, train.py --strategy
+
+#: Bounds on one model call: longer windows gain nothing (files stream through windows of any
+#: length) and a window of 1e9 s would ask for terabytes.
+MAX_WINDOW_SECONDS = 600.0
+MAX_BATCH_SECONDS = 3600.0
+
 _positive = lambda v: v > 0  # noqa: E731
 _non_negative = lambda v: v >= 0  # noqa: E731
 _fraction = lambda v: 0 <= v < 1  # noqa: E731
@@ -70,12 +84,12 @@ class DataSettings:
     clip_subtype: str = _field("str", lambda v: v in ("PCM_16", "PCM_24", "FLOAT"), "clip WAV subtype")
     test_fraction: float = _field("float", _fraction, "share of recordings for test")
     validation_fraction: float = _field("float", _fraction, "share of recordings for validation")
-    split_by: str = _field("str", lambda v: v in ("recording", "clip"), "'recording' (default) or 'clip'")
+    split_by: str = _field("str", lambda v: v in SPLIT_UNITS, "'recording' (default) or 'clip'")
     split_seed: int = _field("int", doc="seed of the split shuffle")
     allow_narrowband: bool = _field("bool", doc="splice sources sampled below sampling_rate or with almost no "
                                     "energy in the top half of its band (speechsr.splicing.narrowband_reason); "
                                     "false = skip them, listed in data_info.json", default=False)
-    low_res_channel: str = _field("str", lambda v: v in ("sox", "telephone"),
+    low_res_channel: str = _field("str", lambda v: v in LOW_RES_CHANNELS,
                                   "how the low-res twin is made: 'sox' (rate -h low-pass + resample) or "
                                   "'telephone' (speechsr.channel: band-pass, downsample_rate, G.711)", default="sox")
     telephone_band_hz: list = _field("list[float]", lambda v: len(v) == 2 and 0 < v[0] < v[1],
@@ -94,9 +108,6 @@ class DataSettings:
                                  "faster (pitch and formants move with it; 1.0 = as recorded), its clips kept "
                                  "together in the split", default=[1.0])
 
-
-TRAINABLE = ("all", "high_band")
-SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --subpixel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +298,13 @@ def _cross_check(kind: str, s, source: str) -> None:
                                 f"to below the output's Nyquist ({s.output_rate / 2:g} Hz)")
     if kind == "upsampling" and s.overlap_seconds * 2 > s.window_seconds:
         raise SettingsError(f"{source}: key 'overlap_seconds' must be at most half of window_seconds")
+    if kind == "upsampling" and s.window_seconds > MAX_WINDOW_SECONDS:
+        raise SettingsError(f"{source}: window_seconds {s.window_seconds:g} is too long (at most "
+                            f"{MAX_WINDOW_SECONDS:g} s; files of any length stream through windows, a few "
+                            "seconds is enough)")
+    if kind == "upsampling" and s.window_seconds * s.batch_size > MAX_BATCH_SECONDS:
+        raise SettingsError(f"{source}: window_seconds {s.window_seconds:g} x batch_size {s.batch_size} is too "
+                            f"much audio for one model call (at most {MAX_BATCH_SECONDS:g} s)")
 
 
 def project_path(path: str | os.PathLike) -> Path:
@@ -367,14 +385,82 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one setting (JSON value), may repeat")
 
 
-def load_for_script(args: argparse.Namespace, kinds: list[str], flags: dict | None = None) -> dict:
-    """Load the settings ``kinds`` a script needs, applying ``--set`` pairs and explicit flags.
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A command-line flag that overrides one settings ``key`` (``path``: made absolute from the
+    current folder, as a user expects of a path typed on the command line)."""
+    key: str
+    type: Callable = str
+    path: bool = False
+    choices: tuple | None = None
+    help: str = ""
+    metavar: str | None = None
 
-    ``flags`` maps setting keys to flag values (None = flag not given). Each override goes to
-    the kind that has the key; a key no loaded kind has is an error.
+
+#: The one table of flags that override a setting. A script adds those it takes with
+#: :func:`add_override_arguments`; :func:`load_for_script` applies them to the kind that has the key.
+OVERRIDE_FLAGS = {
+    # training_settings.json (train.py)
+    "--run-name": Flag("run_name"),
+    "--models-dir": Flag("models_dir", path=True),
+    "--epochs": Flag("epochs", int),
+    "--batch-size": Flag("batch_size", int),  # training or upsampling: the kind the script loads
+    "--learning-rate": Flag("learning_rate", float),
+    "--train-csv": Flag("train_csv", path=True),
+    "--validation-csv": Flag("validation_csv", path=True),
+    "--init-from": Flag("init_from", path=True, metavar="MODEL.keras",
+                        help="start a new run from this model's weights (fine-tuning)"),
+    # model_settings.json
+    "--subpixel": Flag("subpixel_implementation", choices=SUBPIXEL_IMPLEMENTATIONS),
+    # upsampling_settings.json (upsample_audio_file.py, evaluate.py)
+    "--window-seconds": Flag("window_seconds", float),
+    "--input-lowpass": Flag("input_lowpass", choices=bandlimit.MODES,
+                            help="band-limit the input like the training inputs when it has content at the "
+                                 "band edge (auto), always (on) or never (off)"),
+    # data_settings.json (preprocessing/)
+    "--input-dir": Flag("input_dir_name_base", path=True, help="corpus root"),
+    "--output-dir": Flag("output_dir", path=True, help="output folder, holding clips/"),
+    "--start-time": Flag("start_time", float, help="seconds trimmed from each start"),
+    "--end-time": Flag("end_time", float, help="<= 0: seconds trimmed from each end; > 0: absolute end (s)"),
+    "--splice-duration": Flag("splice_duration", float, help="clip length in seconds"),
+    "--by": Flag("split_by", choices=SPLIT_UNITS, help="split unit"),
+    "--seed": Flag("split_seed", int, help="shuffle seed"),
+    "--test-fraction": Flag("test_fraction", float, help="share for test"),
+    "--validation-fraction": Flag("validation_fraction", float, help="share for validation"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """Add ``flags`` (keys of :data:`OVERRIDE_FLAGS`) to a script's parser."""
+    for name in flags:
+        f = OVERRIDE_FLAGS[name]
+        text = f"{f.help} (overrides setting '{f.key}')" if f.help else f"override setting '{f.key}'"
+        parser.add_argument(name, type=f.type, choices=f.choices, metavar=f.metavar, help=text)
+    parser.set_defaults(override_flags=[*(parser.get_default("override_flags") or []), *flags])
+
+
+def flag_overrides(args: argparse.Namespace) -> dict:
+    """``{settings key: value}`` of the override flags given on the command line (paths absolute)."""
+    out = {}
+    for name in getattr(args, "override_flags", None) or []:
+        f, value = OVERRIDE_FLAGS[name], getattr(args, _dest(name))
+        if value is not None:
+            out[f.key] = os.path.abspath(value) if f.path else value
+    return out
+
+
+def load_for_script(args: argparse.Namespace, kinds: list[str]) -> dict:
+    """Load the settings ``kinds`` a script needs, applying ``--set`` pairs and override flags
+    (:func:`add_override_arguments`; a flag wins over ``--set`` of the same key).
+
+    Each override goes to the kind that has the key; a key no loaded kind has is an error.
     """
     overrides = parse_set_arguments(getattr(args, "set_values", None))
-    overrides.update({k: v for k, v in (flags or {}).items() if v is not None})
+    overrides.update(flag_overrides(args))
     loaded = {kind: load(kind, args.settings) for kind in kinds}
     for key in overrides:
         if not any(key in to_json(s) for s in loaded.values()):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import ctypes
 import dataclasses
 import json
 import logging
@@ -42,8 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
-from speechsr import audio
+from speechsr import audio, channel
 from speechsr.corpus import find_recordings, resolve_data_path
 from speechsr.settings import DataSettings, to_json
 
@@ -159,7 +161,6 @@ def low_res_twin(hr: np.ndarray, p: dict, rid: str, lr_len: int) -> np.ndarray:
     """
     if p.get("low_res_channel", "sox") == "sox":
         return audio.sox_downsample(hr, p["sampling_rate"], p["downsample_rate"])
-    from speechsr import channel
     seed = channel.clip_seed(p["channel_seed"], rid)
     return channel.from_clip_params(p).apply(hr, p["sampling_rate"], seed=seed, segment=lr_len)
 
@@ -304,7 +305,6 @@ def _die_with_parent(parent: int) -> None:
     """
     logging.getLogger("speechsr").setLevel(logging.ERROR)  # warnings travel in the results
     try:
-        import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
             raise OSError(ctypes.get_errno(), "prctl failed")
@@ -386,7 +386,6 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     :class:`speechsr.audio.WriteError` when an output cannot be written (complete recordings
     are kept; a rerun resumes).
     """
-    from tqdm import tqdm
 
     t0 = time.perf_counter()
     hr_len, lr_len = clip_lengths(s)

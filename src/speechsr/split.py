@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 
 from speechsr import audio
+from speechsr.settings import DataSettings, project_path
 from speechsr.splicing import clip_names, read_manifest
 
 HEADER = ["recording_id", "high_res", "low_res", "duration_s"]
@@ -119,19 +120,18 @@ def _csv_text(rows: list[Clip], csv_dir: Path) -> str:
     return buf.getvalue()
 
 
-def write_splits(output_dir: str | os.PathLike, test_fraction: float, validation_fraction: float,
-                 seed: int, by: str = "recording", csv_dir: str | os.PathLike | None = None
-                 ) -> SplitSummary:
+def write_splits(data: DataSettings, csv_dir: str | os.PathLike | None = None) -> SplitSummary:
     """Write ``train.csv``, ``validation.csv``, ``test.csv`` (atomically) into ``csv_dir``.
 
-    ``csv_dir`` defaults to ``output_dir``. ``by`` is 'recording' or 'clip'. Raises ValueError
-    for fractions that leave a requested split or the training split empty.
+    The clips are those under ``data.output_dir``; ``csv_dir`` defaults to it. Split by
+    ``data.split_by`` with ``test_fraction``, ``validation_fraction`` and ``split_seed``. Raises
+    ValueError for fractions that leave a requested split or the training split empty.
     """
-    if by not in ("recording", "clip"):
-        raise ValueError(f"split_by must be 'recording' or 'clip', got '{by}'")
+    output_dir, by = project_path(data.output_dir), data.split_by
     clips = collect_clips(output_dir)
     key = (lambda c: c.recording_id) if by == "recording" else (lambda c: f"{c.recording_id}/{c.index:09d}")
-    groups = assign([key(c) for c in clips], test_fraction, validation_fraction, seed, unit=by)
+    groups = assign([key(c) for c in clips], data.test_fraction, data.validation_fraction, data.split_seed,
+                    unit=by)
     which = {u: name for name, units in groups.items() for u in units}
     csv_dir = Path(csv_dir) if csv_dir is not None else Path(output_dir)
     csv_dir = csv_dir.absolute()

@@ -173,11 +173,30 @@ class SubPixel1D(keras.layers.Layer):
                 None if width is None else width * self.r,
                 None if channels is None else channels // self.r)
 
+    def set_implementation(self, implementation: str) -> None:
+        """Use ``implementation`` from the next trace on (see :func:`set_implementation`)."""
+        self.implementation = _check_implementation(implementation)
+
     def get_config(self):
         config = super().get_config()
         config.update(r=self.r, implementation=self.implementation)
         return config
 
 
-__all__ = ["SubPixel1D", "active_implementation", "reset_implementation_cache",
+def set_implementation(model: keras.Model, implementation: str) -> None:
+    """Switch every subpixel shuffle of a (loaded) model to ``"auto"``/``"op"``/``"reshape"``.
+
+    Every layer of ``model`` (and of models nested in it) with a ``set_implementation`` method
+    is switched: :class:`SubPixel1D` and layers holding one (the model's sinc interpolator).
+    Call it before the model is first traced: the choice is made while tracing.
+    """
+    _check_implementation(implementation)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            set_implementation(layer, implementation)
+        elif callable(getattr(layer, "set_implementation", None)):
+            layer.set_implementation(implementation)
+
+
+__all__ = ["SubPixel1D", "active_implementation", "reset_implementation_cache", "set_implementation",
            "subpixel_shuffle", "subpixel_shuffle_reference"]
