@@ -82,11 +82,11 @@ def test_overshoot_weight_counts_a_too_loud_band_more_than_a_too_quiet_one():
 @pytest.mark.parametrize("copy_hz", [EDGE, 3000.0])
 def test_copy_source_bins_replicate_from_below_the_edge_with_hop_consistent_shifts(copy_hz):
     source = high_band.copy_source_bins(RATE, EDGE, copy_hz)
-    first = high_band.edge_bin(RATE, copy_hz)
-    assert source[:first].tolist() == list(range(first))
-    assert source[first:].max() < high_band.edge_bin(RATE, EDGE) - high_band.COPY_MARGIN
+    edge, first = high_band.edge_bin(RATE, EDGE), high_band.edge_bin(RATE, copy_hz)
+    assert source[:edge].tolist() == list(range(edge))
+    assert source[edge:].max() < edge - high_band.COPY_MARGIN
+    assert source[first] == source[edge:].min()  # a patch starts at copy_hz
     assert all((k - source[k]) % (high_band.N_FFT // high_band.HOP) == 0 for k in range(high_band.BINS))
-    assert high_band.copy_source_bins(RATE, EDGE, 0.0).tolist() == list(range(high_band.BINS))
 
 
 def test_copy_excitation_replicates_the_band_below_the_edge_upwards():
@@ -100,6 +100,22 @@ def test_copy_excitation_replicates_the_band_below_the_edge_upwards():
         assert band_db(out, f - 40, f + 40) > band_db(out, f + 200, f + 800) + 20
     with pytest.raises(ValueError, match="copy_hz >= the 2000.0 Hz edge"):
         high_band.HighBandEnvelope(RATE, EDGE, bands=8, copy_hz=1000.0)
+
+
+def test_own_and_copied_parts_each_meet_the_envelope_so_there_is_no_step_between_them():
+    """A loud low band and a faint own high band: above copy_hz the copy is brought to the same
+    envelope as the own band below it, so the spectrum steps at copy_hz no more than the
+    envelope itself does (the same layer with the own band throughout)."""
+    rng = np.random.default_rng(1)
+    low = np.convolve(rng.normal(0, 0.1, 2 * RATE), np.sinc(np.arange(-400, 401) / 8.4) / 8.4, "same")  # < 1.9 kHz
+    x = tf.constant((low + rng.normal(0, 1e-4, 2 * RATE)).astype(np.float32)[None, :, None])  # faint own band
+    steps = []
+    for copy_hz in (0.0, 3000.0):
+        lay = high_band.HighBandEnvelope(RATE, EDGE, bands=8, channels=8, layers=2, copy_hz=copy_hz)
+        lay.build((None, None, 1))
+        out = lay(x).numpy()[0, :, 0]
+        steps.append(band_db(out, 3050, 3300) - band_db(out, 2700, 2950))
+    assert abs(steps[1] - steps[0]) < 1.5, steps
 
 
 @pytest.mark.parametrize("copy_hz, edge_hz", [(0.0, 0.0), (4000.0, 1800.0)])
@@ -153,7 +169,9 @@ def test_flops_count_the_layer():
     plain = tiny_model_settings()
     with_layer = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2)
     layer_flops = build_model(with_layer).get_layer("high_band").flops_per_second()
-    assert layer_flops > 2 * 2 * 512 * 514 * 16000 / 128  # at least the two DFT convolutions
+    edge = high_band.edge_bin(16000, 2000.0)
+    dft = 2 * 512 * 2 * (257 + 257 - edge) * 16000 / 128  # analysis of all bins, synthesis of the high band
+    assert dft < layer_flops < 1.2 * dft
     assert conv_flops_per_second(with_layer) == pytest.approx(conv_flops_per_second(plain) + layer_flops)
 
 

@@ -1,4 +1,5 @@
-"""The shipped model: loads in Keras safe mode and beats sinc on the bundled real speech example."""
+"""The shipped 4x models (default and fast): load in Keras safe mode and beat sinc on the bundled
+real speech example."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import zipfile
 
 import keras
+import pytest
 
 from conftest import PROJECT_ROOT
 from speechsr import model_io, settings
@@ -13,23 +15,26 @@ from speechsr.evaluation import reference_mode
 from speechsr.loading import load_upsampler
 
 PRETRAINED = PROJECT_ROOT / "models" / "pretrained" / "model.keras"
+FAST = PROJECT_ROOT / "models" / "pretrained-fast" / "model.keras"
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"
 
 
-def test_shipped_model_loads_in_safe_mode_and_is_small():
-    assert PRETRAINED.stat().st_size <= 20 * 2**20
-    model = keras.saving.load_model(PRETRAINED, compile=False, safe_mode=True)
+@pytest.mark.parametrize("path", [PRETRAINED, FAST], ids=["default", "fast"])
+def test_shipped_model_loads_in_safe_mode_and_is_small(path):
+    assert path.stat().st_size <= 20 * 2**20
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
     assert model.output_shape == (None, None, 1)
-    config = json.loads(zipfile.ZipFile(PRETRAINED).read("config.json"))
+    config = json.loads(zipfile.ZipFile(path).read("config.json"))
     assert "lambda" not in json.dumps(config).lower()  # nothing that safe mode would have to trust
-    _, ms, info = model_io.load_model(PRETRAINED)
+    _, ms, info = model_io.load_model(path)
     assert (ms.input_rate, ms.output_rate) == (4000, 16000)
     assert "val_loss" in info
 
 
-def test_shipped_model_beats_sinc_on_the_bundled_example():
+@pytest.mark.parametrize("path", [PRETRAINED, FAST], ids=["default", "fast"])
+def test_shipped_model_beats_sinc_on_the_bundled_example(path):
     up = settings.load("upsampling", PROJECT_ROOT / "settings")
-    result = reference_mode(EXAMPLE, load_upsampler(PRETRAINED, up))
+    result = reference_mode(EXAMPLE, load_upsampler(path, up))
     m = result["metrics"]
     assert m["model"]["lsd"] < m["sinc"]["lsd"] - 1.0, m
     assert m["model"]["lsd"] < m["spline"]["lsd"], m

@@ -21,6 +21,8 @@ from speechsr.export import export_model, snr_db
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "pretrained" / "model.keras"
+SHIPPED_FAST = ROOT / "models" / "pretrained-fast" / "model.keras"
+SHIPPED_TELEPHONY = ROOT / "models" / "pretrained-telephony" / "model.keras"
 EXAMPLE = ROOT / "examples" / "arctic_a0007.wav"
 SCRIPT = ROOT / "upsample_audio_file.py"
 
@@ -40,18 +42,19 @@ def example_4k() -> np.ndarray:
 
 # ------------------------------------------------------------------ export
 
+@pytest.mark.parametrize("shipped", [SHIPPED, SHIPPED_FAST, SHIPPED_TELEPHONY], ids=["default", "fast", "telephony"])
 @pytest.mark.parametrize("variant", list(runtime.EXPORTS))
-def test_shipped_exports_match_shipped_model(variant):
-    """models/pretrained/model[.int8].tflite come from this model.keras (else: `make export`).
+def test_shipped_exports_match_shipped_model(variant, shipped):
+    """models/pretrained*/model[.int8].tflite come from their model.keras (else: `make export`).
 
     The int8 export is optional: `make export` leaves none when its check fails.
     """
-    if variant != "lite" and not runtime.exported_path(SHIPPED, variant).exists():
+    if variant != "lite" and not runtime.exported_path(shipped, variant).exists():
         pytest.skip(f"no {variant} export shipped")
-    exported, info = runtime.export_info(SHIPPED, variant)  # raises ExportUnavailable on a hash mismatch
-    assert info["source_sha256"] == runtime.file_sha256(SHIPPED)
+    exported, info = runtime.export_info(shipped, variant)  # raises ExportUnavailable on a hash mismatch
+    assert info["source_sha256"] == runtime.file_sha256(shipped)
     assert info["tflite_sha256"] == runtime.file_sha256(exported)
-    assert info["model_settings"] == json.loads(SHIPPED.with_suffix(".json").read_text())["model_settings"]
+    assert info["model_settings"] == json.loads(shipped.with_suffix(".json").read_text())["model_settings"]
     assert info["variant"] == variant and info["check"]["snr_db"] >= (60 if variant == "lite" else 35)
 
 

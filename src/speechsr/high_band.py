@@ -11,11 +11,14 @@ U-Net and re-levels its output above ``edge_hz`` as spectral band replication do
 2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
    frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
    bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
-3. The U-Net's own high-band bins are the excitation (fine structure and phase): each is scaled
-   so its smoothed band envelope becomes the predicted one, played ``gain_db`` dB relative to
-   it at the edge and ``tilt_db`` dB more per octave above it (:func:`played_level_db`).
-4. Only the change is synthesised (fixed inverse-DFT matrix of the high band's bins, overlap-add divided by the
-   summed squared window) and added to ``y``: bins below ``edge_hz`` stay the U-Net's exactly.
+3. The excitation (fine structure and phase) is the U-Net's own high band, and above
+   ``copy_hz`` (if set) the band below the edge replicated upwards (:func:`copy_source_bins`);
+   each part is scaled so its smoothed band envelope becomes the predicted one (separately, so
+   there is no step where they meet), played ``gain_db`` dB relative to it at the edge and
+   ``tilt_db`` dB more per octave above it (:func:`played_level_db`).
+4. Only the change is synthesised (fixed inverse-DFT matrix of the high band's bins, overlap-add
+   divided by the summed squared window) and added to ``y``: bins below ``edge_hz`` stay the
+   U-Net's exactly.
 
 :func:`band_energy_loss` trains the predictor: squared difference of ``log10`` band energies of
 the output and of the reference raised by the played level (so the predictor learns the true
@@ -60,14 +63,11 @@ def played_level_db(rate: int, edge_hz: float, gain_db: float, tilt_db: float) -
 
 
 def copy_source_bins(rate: int, edge_hz: float, copy_hz: float) -> np.ndarray:
-    """Source bin ``[BINS]`` of each output bin's excitation. Bins below ``copy_hz`` are their own
-    (0 = all); from ``copy_hz`` up, patches of ``COPY_WIDTH`` bins from just below ``edge_hz``
-    (leaving ``COPY_MARGIN`` bins of filter roll-off out) repeat upwards, as spectral band
-    replication does. Every shift is a multiple of ``N_FFT / HOP`` bins, so the copied frames'
-    phases stay consistent from hop to hop."""
-    k = np.arange(BINS)
-    if not copy_hz:
-        return k.astype(np.int32)
+    """Source bin ``[BINS]`` of each bin of the replicated band: bins below ``edge_hz`` are their
+    own; above it, patches of ``COPY_WIDTH`` bins from just below the edge (leaving ``COPY_MARGIN``
+    bins of filter roll-off out) repeat, one starting at ``copy_hz``, as spectral band replication
+    does. Every shift is a multiple of ``N_FFT / HOP`` bins, so the copied frames' phases stay
+    consistent from hop to hop."""
     edge, first = edge_bin(rate, edge_hz), edge_bin(rate, copy_hz)
     step = N_FFT // HOP
     start = edge - COPY_MARGIN - COPY_WIDTH
@@ -75,7 +75,8 @@ def copy_source_bins(rate: int, edge_hz: float, copy_hz: float) -> np.ndarray:
     if start < 1 or first < edge:
         raise ValueError(f"copying from {copy_hz} Hz needs copy_hz >= the {edge_hz} Hz edge and "
                          f"{COPY_WIDTH + COPY_MARGIN} bins below the edge")
-    return np.where(k < first, k, start + (k - first) % COPY_WIDTH).astype(np.int32)
+    k = np.arange(BINS)
+    return np.where(k < edge, k, start + (k - first) % COPY_WIDTH).astype(np.int32)
 
 
 def _hann() -> np.ndarray:
@@ -129,7 +130,8 @@ class HighBandEnvelope(keras.layers.Layer):
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
         self.copy_hz = float(copy_hz)
         self.edge = edge_bin(self.rate, self.edge_hz)
-        copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
+        if self.copy_hz:
+            copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
         self.predictor = [keras.layers.Conv1D(self.channels, self.kernel, padding="same", dilation_rate=2 ** i,
                                               activation="gelu", name=f"envelope{i}") for i in range(self.num_layers)]
         self.predictor.append(keras.layers.Conv1D(self.bands, 1, name="envelope_out",
@@ -150,7 +152,10 @@ class HighBandEnvelope(keras.layers.Layer):
         self._bands, self._spread_t = tf.constant(w[e:]), tf.constant(spread.T[:, e:].copy())  # zero below e
         self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db)[e:] / 20))
         self._window_sq = tf.constant(_hann() ** 2)
-        self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz)[e:]) if self.copy_hz else None
+        self._source = self._copied = None
+        if self.copy_hz:
+            self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz)[e:])
+            self._copied = tf.constant((np.arange(e, BINS) >= edge_bin(self.rate, self.copy_hz)).astype(np.float32))
 
     def predict_log_energies(self, power: tf.Tensor) -> tf.Tensor:
         """``log10`` band energies ``[batch, frames, bands]`` from STFT power ``[batch, frames, BINS]``."""
@@ -171,18 +176,25 @@ class HighBandEnvelope(keras.layers.Layer):
         power = re * re + im * im
         target = tf.matmul(tf.exp(self.predict_log_energies(power) * np.log(10.0)), self._spread_t)
         e = self.edge
-        if self._source is None:  # the excitation: the input's own band, or partly replicated
-            ex_re, ex_im = re[..., e:], im[..., e:]
-        else:
-            ex_re, ex_im = tf.gather(re, self._source, axis=-1), tf.gather(im, self._source, axis=-1)
-        current = tf.matmul(tf.matmul(ex_re * ex_re + ex_im * ex_im, self._bands), self._spread_t)
-        gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN) * self._played
+        new_re, new_im = self._scaled(re[..., e:], im[..., e:], target)  # the input's own band
+        if self._source is not None:  # above copy_hz, the replicated band, brought to the envelope on its own
+            copy_re, copy_im = self._scaled(tf.gather(re, self._source, axis=-1), tf.gather(im, self._source, axis=-1),
+                                            target)
+            new_re = new_re + (copy_re - new_re) * self._copied
+            new_im = new_im + (copy_im - new_im) * self._copied
         # only the change is synthesised: the high band replaced, nothing below the edge
-        change = tf.concat([ex_re * gain - re[..., e:], ex_im * gain - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
+        change = tf.concat([new_re - re[..., e:], new_im - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
         delta = _overlap_add(tf.matmul(change, self._synthesis))
         overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq)
         delta = delta / tf.maximum(overlap, 1e-3)
         return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
+
+    def _scaled(self, ex_re: tf.Tensor, ex_im: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Excitation bins ``[B, F, BINS - edge]`` scaled so their smoothed band envelope becomes
+        ``target`` (power per bin, same shape), times the played level."""
+        current = tf.matmul(tf.matmul(ex_re * ex_re + ex_im * ex_im, self._bands), self._spread_t)
+        gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN) * self._played
+        return ex_re * gain, ex_im * gain
 
     def flops_per_second(self) -> float:
         """Multiply-adds x 2 for one second of audio: the two DFT matrix products, the predictor and
