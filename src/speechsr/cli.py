@@ -28,47 +28,32 @@ import importlib.util
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterable
 
 from tqdm import tqdm
 
 import speechsr
-from speechsr import runtime, settings
+from speechsr import runtime, settings, signals
 from speechsr.audio import AudioError, audio_info
 from speechsr.channel import LOW_RES_CHANNELS
 
-_signalled = False
-
-
-def _interrupt(signum, frame):
-    global _signalled
-    _signalled = True
-    # The KeyboardInterrupt may land inside a C extension's callback (TensorFlow's nest flattening
-    # calls __import__), which then reports it as an "unraisable" error or a thread's exception:
-    # the run ends with the one interruption line, so those reports are noise.
-    sys.unraisablehook = lambda unraisable: None
-    threading.excepthook = lambda args: None
-    raise KeyboardInterrupt
-
-
 def stop_on_sigterm() -> None:
-    """Make SIGTERM stop the process like Ctrl-C (KeyboardInterrupt), so temporary files are removed."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """Make SIGTERM stop the process like Ctrl-C (KeyboardInterrupt), so temporary files are removed;
+    both are also honoured when TensorFlow swallows the first KeyboardInterrupt (:mod:`speechsr.signals`)."""
+    signals.install()
 
 
 def interrupted(error: BaseException) -> bool:
     """Whether ``error`` ended the run because of Ctrl-C or SIGTERM.
 
-    True for a KeyboardInterrupt, and for any exception raised after SIGTERM arrived: a signal that
+    True for a KeyboardInterrupt, and for any exception raised after the signal arrived: a signal that
     lands inside a C extension (TensorFlow's nest flattening does this) can surface as that
     extension's own error, e.g. a TypeError, instead of the KeyboardInterrupt the handler raised.
     """
-    return isinstance(error, KeyboardInterrupt) or _signalled
+    return isinstance(error, KeyboardInterrupt) or signals.requested()
 
 
 def failure_exit_code(error: BaseException, errors: tuple, interrupted_message: str) -> int:

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from speechsr import adversarial, dataset, losses, metrics
+from speechsr import adversarial, dataset, losses, metrics, signals
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
 from speechsr.geometry import high_band_edge
@@ -524,6 +524,7 @@ def fit(trainer: Trainer, run: RunFolder, ms: settings_mod.ModelSettings,
                 break
             waited += time.perf_counter() - t0
             loss = trainer.step(batch)
+            signals.check()  # a Ctrl-C / SIGTERM that TensorFlow swallowed inside the step
             if not math.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at epoch {epoch + 1}; lower learning_rate")
             trainer.loss_sum.assign_add(loss)
