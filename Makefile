@@ -49,7 +49,7 @@ demo: setup export
 	    -o $(OUT)/arctic_a0007_upsampled.wav --plot $(OUT)/arctic_a0007_comparison.png
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # a pure wheel with models/pretrained/* (export refreshed first; the compiled op ships as source:
 # `speechsr build-op`); build/ is setuptools' scratch
