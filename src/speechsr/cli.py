@@ -40,11 +40,6 @@ from speechsr import runtime, settings, signals
 from speechsr.audio import AudioError, audio_info
 from speechsr.channel import LOW_RES_CHANNELS
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM stop the process like Ctrl-C (KeyboardInterrupt), so temporary files are removed;
-    both are also honoured when TensorFlow swallows the first KeyboardInterrupt (:mod:`speechsr.signals`)."""
-    signals.install()
-
 
 def interrupted(error: BaseException) -> bool:
     """Whether ``error`` ended the run because of Ctrl-C or SIGTERM.
@@ -83,9 +78,10 @@ def close_progress_bars() -> None:
 
 def start_script(progress_lines: bool = False) -> None:
     """What each script does right after parsing its arguments: SIGTERM stops it like Ctrl-C
-    (temporary files are removed), warnings go to stderr as ``LEVEL: message``; with
+    (temporary files are removed; both honoured even when TensorFlow swallows the first
+    KeyboardInterrupt: :mod:`speechsr.signals`), warnings go to stderr as ``LEVEL: message``; with
     ``progress_lines`` the package's INFO lines too, as plain messages (train.py)."""
-    stop_on_sigterm()
+    signals.install()
     logging.basicConfig(level=logging.WARNING,
                         format="%(message)s" if progress_lines else "%(levelname)s: %(message)s")
     if progress_lines:  # our progress lines, not TensorFlow's INFO chatter

@@ -5,8 +5,8 @@
   optional addition that rewards the right high-band level, which MSE alone under-estimates.
 - :func:`mel_l1`: L1 distance of log mel spectrograms (HiFi-GAN's reconstruction loss): the
   spectro-temporal envelope, phase-blind, which is what perceptual metrics reward.
-- :func:`speechsr.high_band.band_energy_loss`: log band energies above the input's Nyquist,
-  which trains the learned high-band envelope.
+- :func:`speechsr.high_band.band_energy_loss`: log band energies above the high-band layer's
+  edge (the input's Nyquist unless ``high_band_edge_hz``), which trains the learned envelope.
 - :func:`reconstruction`: their weighted sum as training settings choose.
 """
 

@@ -13,6 +13,9 @@ Per recording (one worker process each, memory bounded by one recording per work
    ``[i*H, (i+1)*H)`` of the high-res and ``[i*H/f, (i+1)*H/f)`` of the low-res signal
    (``H = splice_duration * sampling_rate``, ``f = sampling_rate / downsample_rate``), so both
    cover the same time span; the partial last clip is dropped or zero-padded (``last_clip``).
+5. with ``speed_factors`` other than ``[1.0]``, steps 3-4 are repeated for the recording played
+   that many times faster (soxr resampling: pitch, formants and tempo move together); those
+   clips follow the first ones under the same recording id, so a split keeps them together.
 
 Layout: ``<output_dir>/clips/<id>/<id>_<index:05d>.{hr,lr}.wav`` plus ``<id>.done.json``
 (manifest). A recording is written into ``clips/.<id>.partial/`` and renamed into place when
@@ -271,7 +274,8 @@ def _splice(rid: str, path: Path, p: dict, partial: Path, allow_narrowband: bool
         hr_v = hr if factor == 1.0 else audio.resample(hr, int(round(sr * factor)), sr)  # played faster
         hr_v, lr_v, pad_v, clipped_v = _clip_pair(hr_v, low_res_twin(hr_v, p, rid, lr_len), hr_len, lr_len,
                                                   p["last_clip"] == "pad", p["clip_subtype"] != "FLOAT")
-        his.append(hr_v), los.append(lr_v)
+        his.append(hr_v)
+        los.append(lr_v)
         pad_s, clipped = pad_s + pad_v / sr, clipped + clipped_v
     hr, lr = np.concatenate(his), np.concatenate(los)
     count = len(hr) // hr_len
@@ -386,7 +390,6 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     :class:`speechsr.audio.WriteError` when an output cannot be written (complete recordings
     are kept; a rerun resumes).
     """
-
     t0 = time.perf_counter()
     hr_len, lr_len = clip_lengths(s)
     params = clip_params(s)
