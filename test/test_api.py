@@ -66,6 +66,15 @@ def test_pretrained_resolves_the_shipped_model():
     assert not settings.INSTALLED and settings.DEFAULT_SETTINGS_DIR == PROJECT_ROOT / "settings"
 
 
+def test_fast_name_loads_the_shipped_fast_model():
+    fast = speechsr.load_model("fast")
+    assert fast.path == PROJECT_ROOT / "models" / "pretrained-fast" / "model.keras"
+    assert (fast.input_rate, fast.output_rate) == (4000, 16000)
+    x = np.sin(np.arange(4000) * 0.3).astype(np.float32) * 0.1
+    y, rate = speechsr.upsample(x, 4000, model="fast")
+    assert rate == 16000 and y.size == 4 * x.size and np.all(np.isfinite(y))
+
+
 def test_import_is_light_and_the_command_runs_as_a_process():
     code = ("import sys, speechsr; speechsr.__dir__(); "
             "assert not {'tensorflow', 'keras', 'numpy'} & set(sys.modules), sorted(sys.modules)")

@@ -141,6 +141,12 @@ def test_choice_for_4k_8k_and_ambiguous_files(inputs, tmp_path):
     assert "content stops at" in pick("four_at_16k", missing).reason
     explicit = routing.choose_for_file(inputs["phone"], model="mine.keras", default_model=four_x)
     assert explicit.model_path == Path("mine.keras") and not explicit.telephone
+    # shipped models by name: --model pretrained / fast / telephony
+    named = {n: routing.choose_for_file(inputs["phone"], model=n, default_model=four_x) for n in routing.MODEL_NAMES}
+    assert named["pretrained"].model_path == four_x and not named["pretrained"].telephone
+    assert named["fast"].model_path == routing.named_model_path("fast") and named["fast"].model_path.is_file()
+    assert named["fast"].model_path.parent.name in ("pretrained-fast", "pretrained_fast")
+    assert named["telephony"].model_path == routing.telephony_model_path() and named["telephony"].telephone
 
 
 def test_sinc_fallback_streams_exactly_twice_the_samples():

@@ -26,10 +26,11 @@ pytestmark = pytest.mark.slow
 
 MODELS = PROJECT_ROOT / "models" / "pretrained"
 TELEPHONY = PROJECT_ROOT / "models" / "pretrained-telephony"  # in the wheel: speechsr/models/pretrained_telephony
+FAST = PROJECT_ROOT / "models" / "pretrained-fast"  # in the wheel: speechsr/models/pretrained_fast
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"
 #: What the wheel is built from (pyproject.toml maps the top-level folders into the package).
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "src", "settings", "preprocessing", "models/pretrained",
-           "models/pretrained-telephony"]
+           "models/pretrained-telephony", "models/pretrained-fast"]
 JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.stamp", "*.egg-info", ".*")
 
 
@@ -63,6 +64,7 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     expected = [f"speechsr/{p.relative_to(package)}" for p in package.rglob("*.py") if "__pycache__" not in p.parts]
     expected += [f"speechsr/models/pretrained/{p.name}" for p in MODELS.iterdir() if p.is_file()]
     expected += [f"speechsr/models/pretrained_telephony/{p.name}" for p in TELEPHONY.iterdir() if p.is_file()]
+    expected += [f"speechsr/models/pretrained_fast/{p.name}" for p in FAST.iterdir() if p.is_file()]
     expected += [f"speechsr/default_settings/{p.relative_to(PROJECT_ROOT / 'settings')}"
                  for p in (PROJECT_ROOT / "settings").rglob("*.json")]
     expected += ["speechsr/ops/subpixel_shuffle.cc", "speechsr/_scripts/src/build_ops.sh",
@@ -73,9 +75,10 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     assert not missing, f"not in the wheel (add new subpackages to pyproject.toml's packages): {missing}"
     assert not [n for n in sizes if n.endswith(".so")]  # pure wheel: the op is built where it runs
     assert "speechsr = speechsr.cli:main" in entry_points
-    models = sum(p.stat().st_size for d in (MODELS, TELEPHONY) for p in d.iterdir() if p.is_file())
+    models = sum(p.stat().st_size for d in (MODELS, TELEPHONY, FAST) for p in d.iterdir() if p.is_file())
     rest = sum(s for n, s in sizes.items() if not n.startswith(("speechsr/models/pretrained/",
-                                                                "speechsr/models/pretrained_telephony/")))
+                                                                "speechsr/models/pretrained_telephony/",
+                                                                "speechsr/models/pretrained_fast/")))
     assert rest <= 2**20 and wheel.stat().st_size <= models + 2**20, (rest, wheel.stat().st_size, models)
 
 
@@ -123,15 +126,18 @@ def test_installed_wheel_command_and_api_equal_repository_script(wheel, tmp_path
         "assert out_rate == 16000 and model.runtime == 'tf'\n"
         "np.save('api_tf.npy', y)\n")
     cli, api = start(command, "upsample", "low.wav", "-o", "cli.wav", "-q"), start(python, "-c", snippet)
+    fast = start(command, "upsample", "low.wav", "-o", "fast.wav", "-q", "--model", "fast")  # the packaged fast model
 
     try:  # meanwhile the repository script, from the clone, in this process (TensorFlow is loaded)
         script = runpy.run_path(str(PROJECT_ROOT / "upsample_audio_file.py"))
         assert script["main"]([str(work / "low.wav"), "-o", str(work / "script.wav"), "-q"]) == 0
         assert script["main"]([str(work / "low.wav"), "-o", str(work / "script_tf.wav"), "-q", "--runtime", "tf"]) == 0
+        assert script["main"]([str(work / "low.wav"), "-o", str(work / "script_fast.wav"), "-q", "--model", "fast"]) == 0
         finish(cli)
+        finish(fast)
         assert finish(api).strip().startswith(str(venv))  # the installed package ran, not the clone's
     finally:
-        for proc in (cli, api):
+        for proc in (cli, api, fast):
             if proc.poll() is None:
                 proc.kill()
     expected, _ = sf.read(work / "script.wav", dtype="float32")
@@ -139,6 +145,8 @@ def test_installed_wheel_command_and_api_equal_repository_script(wheel, tmp_path
     for name in ("cli.wav", "api.wav"):
         got, got_rate = sf.read(work / name, dtype="float32")
         assert got_rate == 16000 and np.array_equal(got, expected), name
+    fast_clone, fast_wheel = (sf.read(work / n, dtype="float32")[0] for n in ("script_fast.wav", "fast.wav"))
+    assert np.array_equal(fast_wheel, fast_clone) and not np.array_equal(fast_wheel, expected)
     # the array through TensorFlow (reshape shuffle, no op built) = the script's TensorFlow run (op)
     y = np.load(work / "api_tf.npy")
     sf.write(work / "api_tf.wav", np.clip(y, -1, 1), 16000, subtype="PCM_16")  # as the script writes

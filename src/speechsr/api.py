@@ -134,7 +134,8 @@ def resampled_blocks(x: np.ndarray, rate: int, to_rate: int, block_seconds: floa
 def load_model(name_or_path: str | os.PathLike = PRETRAINED,
                upsampling: UpsamplingSettings | str | os.PathLike | None = None,
                subpixel: str | None = None, runtime: str = "auto", rate: int | None = None) -> Model:
-    """Load a model once: ``"pretrained"`` (the default settings' model) or a ``.keras`` path.
+    """Load a model once: ``"pretrained"`` (the default settings' model), ``"fast"`` (the fast 4x
+    model, ``models/pretrained-fast``) or a ``.keras`` path.
 
     ``"telephony"``: the 8 kHz -> 16 kHz telephony model, or sinc interpolation (runtime
     ``"sinc"``) while it does not exist; ``"auto"`` with ``rate`` (Hz of the audio to come): the
@@ -157,8 +158,8 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
         if route.kind == "sinc":
             return Model(routing.SincUpsampler(), up, Path("sinc"))
         path = route.model_path
-    elif str(name_or_path) == PRETRAINED:
-        path = loading.resolve_model_path(up.model, from_settings=True)
+    elif str(name_or_path) in routing.MODEL_NAMES:  # "pretrained" (the settings' model) or "fast"
+        path = routing.named_model_path(name_or_path, loading.resolve_model_path(up.model, from_settings=True))
     else:
         path = loading.resolve_model_path(name_or_path)
     return Model(loading.load_upsampler(path, up, subpixel, runtime=runtime), up, path)
@@ -168,7 +169,7 @@ def _model(model) -> Model:
     """A :class:`Model` as given, or the cached one loaded for a name or path."""
     if isinstance(model, Model):
         return model
-    key = (str(model) if str(model) in (PRETRAINED, TELEPHONY) else str(Path(model).resolve()),)
+    key = (str(model) if str(model) in routing.MODEL_NAMES else str(Path(model).resolve()),)
     with _cache_lock:
         if key not in _cache:
             _cache[key] = load_model(model)

@@ -39,6 +39,11 @@ log = logging.getLogger("speechsr")
 
 #: The telephony model (8 kHz -> 16 kHz), relative to the project root.
 TELEPHONY_MODEL = "models/pretrained-telephony/model.keras"
+#: The fast 4x model (16x smaller U-Net, ~4x the default's speed), relative to the project root.
+FAST_MODEL = "models/pretrained-fast/model.keras"
+#: Names ``--model`` and ``speechsr.load_model`` take besides paths: ``pretrained`` (the
+#: default settings' 4x model), ``fast`` (:data:`FAST_MODEL`) and ``telephony`` (:data:`TELEPHONY_MODEL`).
+MODEL_NAMES = ("pretrained", "fast", "telephony")
 OUTPUT_RATE = 16000
 #: Content above this (Hz) marks telephone-band input; a 4 kHz-sampled signal has none.
 NARROW_EDGE_HZ = 2200.0
@@ -65,12 +70,30 @@ class Route:
         return f"{what} ({self.reason})"
 
 
-def telephony_model_path() -> Path:
-    """Where the shipped telephony model lives (it may not exist yet). An installed wheel keeps it
-    in the package ``speechsr.models.pretrained_telephony`` (a package name has no '-')."""
+def _shipped_path(relative: str) -> Path:
+    """A shipped model's path: in a clone under the project root; an installed wheel keeps
+    ``models/pretrained-NAME/`` in the package ``speechsr.models.pretrained_NAME`` (a package name has no '-')."""
     if settings.INSTALLED:
-        return settings.PROJECT_ROOT / TELEPHONY_MODEL.replace("pretrained-telephony", "pretrained_telephony")
-    return settings.project_path(TELEPHONY_MODEL)
+        return settings.PROJECT_ROOT / relative.replace("pretrained-", "pretrained_")
+    return settings.project_path(relative)
+
+
+def telephony_model_path() -> Path:
+    """Where the shipped telephony model lives (it may not exist yet)."""
+    return _shipped_path(TELEPHONY_MODEL)
+
+
+def named_model_path(name: str | os.PathLike, default_model: str | os.PathLike | None = None) -> Path:
+    """The ``.keras`` path of a model name of :data:`MODEL_NAMES` (``pretrained``: ``default_model``,
+    else the default settings' model); anything else is a path and comes back as given."""
+    if str(name) == "pretrained":
+        return Path(default_model) if default_model is not None else settings.project_path(
+            settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR).model)
+    if str(name) == "fast":
+        return _shipped_path(FAST_MODEL)
+    if str(name) == "telephony":
+        return telephony_model_path()
+    return Path(name)
 
 
 def band_profile(x: np.ndarray, rate: int) -> dict:
@@ -114,13 +137,16 @@ def choose(rate: int | None = None, head: np.ndarray | None = None, model: str |
            telephony_model: str | os.PathLike | None = None) -> Route:
     """The route for input at ``rate`` Hz whose first samples are ``head`` (mono, same rate).
 
-    ``model``: an explicit model (``--model``), always used. ``default_model``: the 4x model
+    ``model``: an explicit model (``--model``: a path or a name of :data:`MODEL_NAMES`), always
+    used. ``default_model``: the 4x model
     (default: the default upsampling settings' ``model``). ``telephone``: skip the measurement
     (True for input made by the telephone channel). ``telephony_model``: default
     :func:`telephony_model_path`.
     """
     if model is not None:
-        return Route("model", Path(model), "model given")
+        path = named_model_path(model, default_model)
+        return Route("model", path, "model given" + (f" ({model})" if str(model) in MODEL_NAMES else ""),
+                     str(model) == "telephony")
     if default_model is None:
         default_model = settings.project_path(settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR).model)
     if telephone is None:
