@@ -79,6 +79,43 @@ def test_overshoot_weight_counts_a_too_loud_band_more_than_a_too_quiet_one():
     assert loss(quieter, 4.0) == pytest.approx(loss(quieter, 1.0), rel=1e-6)
 
 
+def test_contrast_scales_the_spread_across_bands_about_the_frame_level(layer):
+    rng = np.random.default_rng(3)
+    energies = rng.normal(-3, 1, (2, 5, 8)).astype(np.float32)
+    assert high_band.with_contrast(energies, 1.0) is energies
+    sharp = high_band.with_contrast(energies, 2.0)
+    np.testing.assert_allclose(sharp, high_band.with_contrast(tf.constant(energies), 2.0).numpy(), atol=1e-5)
+    level = np.log10(np.mean(10 ** energies, axis=-1, keepdims=True))
+    np.testing.assert_allclose(sharp - level, 2 * (energies - level), atol=1e-5)
+    # in the layer: the band energies of the output spread twice as far (the played level unchanged)
+    y = tf.constant(speech_like(1.0, RATE, seed=2)[None, :, None])
+    sharper = high_band.HighBandEnvelope(**{**layer.get_config(), "contrast": 2.0})
+    sharper.build((None, None, 1))
+    sharper.set_weights(layer.get_weights())
+    w = tf.constant(high_band.band_matrix(RATE, EDGE, 8))
+
+    def spread(x):  # std over bands of log10 band energies, mean over frames
+        spec = tf.signal.stft(x[..., 0], 512, 128, 512, window_fn=tf.signal.hann_window)
+        e = np.log10(tf.matmul(tf.abs(spec) ** 2, w).numpy() + 1e-10)[0, 4:-4]
+        return float(np.mean(np.std(e, axis=-1)))
+    assert spread(sharper(y)) > 1.5 * spread(layer(y))
+    # the loss gives the reference the same contrast: the predictor keeps learning the true envelope
+    loss = float(high_band.band_energy_loss(y, y, RATE, EDGE, 8, contrast=2.0)[0])
+    assert loss > 0.01 and float(high_band.band_energy_loss(y, y, RATE, EDGE, 8)[0]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_floor_ignores_quiet_reference_bands_unless_the_output_rises_above_the_floor():
+    x = speech_like(0.5, RATE, seed=1)
+    y = tf.constant(np.concatenate([x, 1e-4 * x])[None, :, None])  # speech, then the same 80 dB quieter
+    loss = lambda y_hat, floor: float(high_band.band_energy_loss(y, y_hat, RATE, EDGE, 8, floor_db=floor)[0])  # noqa: E731
+    louder_pause = tf.constant(np.concatenate([x, 1e-2 * x])[None, :, None])  # the pause 40 dB too loud
+    every = loss(louder_pause, 0.0)
+    assert every > 4.0  # (4 log10 units)^2 over half the frames
+    assert loss(louder_pause, 30.0) < 1e-3  # the pause (40 dB down) stays under a floor 30 dB down
+    assert 0.1 < loss(louder_pause, 60.0) < 0.5 * every  # a floor 60 dB down: what rises above it counts
+    assert loss(y, 60.0) == pytest.approx(0.0, abs=1e-9)
+
+
 @pytest.mark.parametrize("copy_hz", [EDGE, 3000.0])
 def test_copy_source_bins_replicate_from_below_the_edge_with_hop_consistent_shifts(copy_hz):
     source = high_band.copy_source_bins(RATE, EDGE, copy_hz)
@@ -118,16 +155,17 @@ def test_own_and_copied_parts_each_meet_the_envelope_so_there_is_no_step_between
     assert abs(steps[1] - steps[0]) < 1.5, steps
 
 
-@pytest.mark.parametrize("copy_hz, edge_hz", [(0.0, 0.0), (4000.0, 1800.0)])
-def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz):
+@pytest.mark.parametrize("copy_hz, edge_hz, contrast", [(0.0, 0.0, 1.0), (4000.0, 1800.0, 1.5)])
+def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz, contrast):
     s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2,
-                            high_band_copy_hz=copy_hz, high_band_edge_hz=edge_hz)
+                            high_band_copy_hz=copy_hz, high_band_edge_hz=edge_hz, high_band_contrast=contrast)
     model = perturbed_model(s, seed=3)
     path = tmp_path / "hb.keras"
     model_io.save_model(model, path, s)
     loaded, loaded_s, _ = model_io.load_model(path)
     assert loaded_s.high_band_bands == 8 and loaded.get_layer("high_band").gain_db == 0.0
     assert loaded.get_layer("high_band").copy_hz == copy_hz
+    assert loaded.get_layer("high_band").contrast == loaded_s.high_band_contrast == contrast
     assert loaded.get_layer("high_band").edge_hz == (edge_hz or 2000.0)
     x = speech_like(3.0, 4000, seed=5)
     n = len(x) // 32 * 32

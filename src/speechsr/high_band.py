@@ -15,14 +15,16 @@ U-Net and re-levels its output above ``edge_hz`` as spectral band replication do
    ``copy_hz`` (if set) the band below the edge replicated upwards (:func:`copy_source_bins`);
    each part is scaled so its smoothed band envelope becomes the predicted one (separately, so
    there is no step where they meet), played ``gain_db`` dB relative to it at the edge and
-   ``tilt_db`` dB more per octave above it (:func:`played_level_db`).
+   ``tilt_db`` dB more per octave above it (:func:`played_level_db`), its spread across the bands
+   about the frame's level multiplied by ``contrast`` (:func:`with_contrast`: the prediction is a
+   conditional mean, flatter than any one frame of speech).
 4. Only the change is synthesised (fixed inverse-DFT matrix of the high band's bins, overlap-add
    divided by the summed squared window) and added to ``y``: bins below ``edge_hz`` stay the
    U-Net's exactly.
 
 :func:`band_energy_loss` trains the predictor: squared difference of ``log10`` band energies of
 the output and of the reference raised by the played level (so the predictor learns the true
-level, and ``gain_db`` / ``tilt_db`` set how much of it is played). Shapes: ``[batch, time, 1]`` waveforms at
+level, and ``gain_db`` / ``tilt_db`` / ``contrast`` set how it is played). Shapes: ``[batch, time, 1]`` waveforms at
 ``rate`` Hz; frames ``[batch, frames, ...]``.
 """
 
@@ -60,6 +62,18 @@ def played_level_db(rate: int, edge_hz: float, gain_db: float, tilt_db: float) -
     f = np.arange(BINS) * rate / N_FFT
     octaves = np.log2(np.maximum(f, edge_hz) / edge_hz)
     return np.where(f >= edge_hz, gain_db + tilt_db * octaves, 0.0).astype(np.float32)
+
+
+def with_contrast(log_energies, contrast: float):
+    """``log10`` band energies ``[..., bands]`` with their deviations from the frame's level
+    (``log10`` of the mean band energy) multiplied by ``contrast``; the level is kept. Works on
+    numpy arrays and tensors; ``contrast`` 1 returns the input."""
+    if contrast == 1.0:
+        return log_energies
+    exp, log, mean = (np.exp, np.log, np.mean) if isinstance(log_energies, np.ndarray) else \
+        (tf.exp, tf.math.log, tf.reduce_mean)
+    level = log(mean(exp(log_energies * np.log(10.0)), axis=-1, keepdims=True) + LOG_EPS) / np.log(10.0)
+    return level + contrast * (log_energies - level)
 
 
 def copy_source_bins(rate: int, edge_hz: float, copy_hz: float) -> np.ndarray:
@@ -117,18 +131,19 @@ class HighBandEnvelope(keras.layers.Layer):
 
     ``bands`` mel bands, a predictor of ``layers`` Conv1D (``channels``, ``kernel``, dilation
     1, 2, 4, ...); ``gain_db`` / ``tilt_db`` the level played relative to the prediction
-    (:func:`played_level_db`). The fine structure scaled to it is the input's own band, or above
+    (:func:`played_level_db`), ``contrast`` its spread across bands (:func:`with_contrast`). The fine structure scaled to it is the input's own band, or above
     ``copy_hz`` (0 = nowhere) the band below the edge replicated upwards (:func:`copy_source_bins`).
     Any length works.
     """
 
     def __init__(self, rate: int, edge_hz: float, bands: int, channels: int = 128, layers: int = 4,
-                 kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, copy_hz: float = 0.0, **kwargs):
+                 kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, copy_hz: float = 0.0,
+                 contrast: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.rate, self.edge_hz, self.bands = int(rate), float(edge_hz), int(bands)
         self.channels, self.num_layers, self.kernel = int(channels), int(layers), int(kernel)
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
-        self.copy_hz = float(copy_hz)
+        self.copy_hz, self.contrast = float(copy_hz), float(contrast)
         self.edge = edge_bin(self.rate, self.edge_hz)
         if self.copy_hz:
             copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
@@ -174,7 +189,8 @@ class HighBandEnvelope(keras.layers.Layer):
         spec = tf.matmul(_frames(padded), self._analysis)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
-        target = tf.matmul(tf.exp(self.predict_log_energies(power) * np.log(10.0)), self._spread_t)
+        played = with_contrast(self.predict_log_energies(power), self.contrast)
+        target = tf.matmul(tf.exp(played * np.log(10.0)), self._spread_t)
         e = self.edge
         new_re, new_im = self._scaled(re[..., e:], im[..., e:], target)  # the input's own band
         if self._source is not None:  # above copy_hz, the replicated band, brought to the envelope on its own
@@ -213,17 +229,21 @@ class HighBandEnvelope(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "edge_hz": self.edge_hz, "bands": self.bands,
                 "channels": self.channels, "layers": self.num_layers, "kernel": self.kernel, "gain_db": self.gain_db,
-                "tilt_db": self.tilt_db, "copy_hz": self.copy_hz}
+                "tilt_db": self.tilt_db, "copy_hz": self.copy_hz, "contrast": self.contrast}
 
 
 def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, bands: int,
-                     gain_db: float = 0.0, tilt_db: float = 0.0, overshoot_weight: float = 1.0) -> tf.Tensor:
+                     gain_db: float = 0.0, tilt_db: float = 0.0, overshoot_weight: float = 1.0,
+                     contrast: float = 1.0, floor_db: float = 0.0) -> tf.Tensor:
     """Per-example mean squared ``log10`` band-energy error above ``edge_hz``, ``[batch, time, 1]`` -> ``[batch]``.
 
-    The reference's energies are raised by the level the model plays (:func:`played_level_db`,
-    averaged over each band). Errors where the output is louder count ``overshoot_weight`` times
+    The reference's energies are given the contrast (:func:`with_contrast`) and raised by the level
+    (:func:`played_level_db`, averaged over each band) that the model plays. Errors where the output is louder count ``overshoot_weight`` times
     (an expectile loss: with weight w the predictor learns the 1 / (1 + w) expectile, below the
     mean where the envelope is uncertain, since a wrong loud band costs more than a quiet one).
+    ``floor_db`` > 0: a reference band more than that many dB below the example's loudest band
+    (pauses, the recording's noise floor) only asks the output not to rise above that floor, so
+    the predictor is not trained on the level of silence.
     """
     w = band_matrix(rate, edge_hz, bands)
     level = (played_level_db(rate, edge_hz, gain_db, tilt_db) @ w) / np.maximum(w.sum(axis=0), 1e-9)  # [bands] dB
@@ -234,6 +254,11 @@ def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, 
         power = tf.square(tf.math.real(spec)) + tf.square(tf.math.imag(spec))  # |z|^2 without |z|'s NaN gradient at 0
         return tf.math.log(tf.matmul(power, w) + LOG_EPS) / np.log(10.0)
 
-    error = log_bands(y_hat) - (log_bands(y) + tf.constant(level.astype(np.float32)) / 10.0)
+    reference = with_contrast(log_bands(y), contrast) + tf.constant(level.astype(np.float32)) / 10.0
+    output = log_bands(y_hat)
+    error = output - reference
+    if floor_db > 0:
+        floor = tf.reduce_max(reference, axis=[1, 2], keepdims=True) - floor_db / 10.0
+        error = tf.where(reference >= floor, error, tf.nn.relu(output - floor))
     weight = tf.where(error > 0, float(overshoot_weight), 1.0)
     return tf.reduce_mean(weight * tf.square(error), axis=[1, 2])

@@ -75,5 +75,6 @@ def reconstruction(y: tf.Tensor, y_hat: tf.Tensor, ts, ms=None) -> tf.Tensor:
     if ts.high_band_weight > 0:
         loss = loss + ts.high_band_weight * band_energy_loss(y, y_hat, ms.output_rate, high_band_edge(ms),
                                                              ms.high_band_bands, ms.high_band_gain_db,
-                                                             ms.high_band_tilt_db, ts.high_band_overshoot_weight)
+                                                             ms.high_band_tilt_db, ts.high_band_overshoot_weight,
+                                                             ms.high_band_contrast, ts.high_band_floor_db)
     return loss

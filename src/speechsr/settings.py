@@ -146,6 +146,9 @@ class ModelSettings:
                                       "U-Net's own (0 = the U-Net's own throughout)", default=0.0)
     high_band_edge_hz: float = _field("float", _non_negative, "lower edge of the band the layer restores, Hz "
                                       "(0 = the input's Nyquist)", default=0.0)
+    high_band_contrast: float = _field("float", lambda v: 0.25 <= v <= 4, "spread of the played envelope "
+                                       "across its bands about the frame's level, times the predicted spread "
+                                       "(1 = as predicted; above 1 sharper)", default=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +178,9 @@ class TrainingSettings:
                                                "where the output's band is louder than the reference's (1 = "
                                                "symmetric; > 1 teaches a cautious envelope where it is uncertain)",
                                                default=1.0)
+    high_band_floor_db: float = _field("float", _non_negative, "in that loss, reference bands more than this "
+                                       "many dB below the example's loudest band only keep the output below that "
+                                       "floor (0 = every band counts)", default=0.0)
     trainable: str = _field("str", lambda v: v in TRAINABLE, "weights that train: 'all', or 'high_band' (only "
                             "the envelope predictor; the U-Net keeps init_from's weights)", default="all")
     adversarial_weight: float = _field("float", _non_negative,
