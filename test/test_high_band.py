@@ -83,8 +83,7 @@ def test_contrast_scales_the_spread_across_bands_about_the_frame_level(layer):
     rng = np.random.default_rng(3)
     energies = rng.normal(-3, 1, (2, 5, 8)).astype(np.float32)
     assert high_band.with_contrast(energies, 1.0) is energies
-    sharp = high_band.with_contrast(energies, 2.0)
-    np.testing.assert_allclose(sharp, high_band.with_contrast(tf.constant(energies), 2.0).numpy(), atol=1e-5)
+    sharp = high_band.with_contrast(tf.constant(energies), 2.0).numpy()
     level = np.log10(np.mean(10 ** energies, axis=-1, keepdims=True))
     np.testing.assert_allclose(sharp - level, 2 * (energies - level), atol=1e-5)
     # in the layer: the band energies of the output spread twice as far (the played level unchanged)

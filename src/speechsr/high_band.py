@@ -65,14 +65,13 @@ def played_level_db(rate: int, edge_hz: float, gain_db: float, tilt_db: float) -
 
 
 def with_contrast(log_energies, contrast: float):
-    """``log10`` band energies ``[..., bands]`` with their deviations from the frame's level
-    (``log10`` of the mean band energy) multiplied by ``contrast``; the level is kept. Works on
-    numpy arrays and tensors; ``contrast`` 1 returns the input."""
+    """``log10`` band energies ``[..., bands]`` (a tensor) with their deviations from the frame's
+    level (``log10`` of the mean band energy) multiplied by ``contrast``; the level is kept.
+    ``contrast`` 1 returns the input."""
     if contrast == 1.0:
         return log_energies
-    exp, log, mean = (np.exp, np.log, np.mean) if isinstance(log_energies, np.ndarray) else \
-        (tf.exp, tf.math.log, tf.reduce_mean)
-    level = log(mean(exp(log_energies * np.log(10.0)), axis=-1, keepdims=True) + LOG_EPS) / np.log(10.0)
+    level = tf.math.log(tf.reduce_mean(tf.exp(log_energies * np.log(10.0)), axis=-1, keepdims=True) + LOG_EPS)
+    level = level / np.log(10.0)
     return level + contrast * (log_energies - level)
 
 
@@ -131,8 +130,9 @@ class HighBandEnvelope(keras.layers.Layer):
 
     ``bands`` mel bands, a predictor of ``layers`` Conv1D (``channels``, ``kernel``, dilation
     1, 2, 4, ...); ``gain_db`` / ``tilt_db`` the level played relative to the prediction
-    (:func:`played_level_db`), ``contrast`` its spread across bands (:func:`with_contrast`). The fine structure scaled to it is the input's own band, or above
-    ``copy_hz`` (0 = nowhere) the band below the edge replicated upwards (:func:`copy_source_bins`).
+    (:func:`played_level_db`), ``contrast`` its spread across bands (:func:`with_contrast`). The
+    fine structure scaled to it is the input's own band, or above ``copy_hz`` (0 = nowhere) the
+    band below the edge replicated upwards (:func:`copy_source_bins`).
     Any length works.
     """
 
@@ -238,7 +238,8 @@ def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, 
     """Per-example mean squared ``log10`` band-energy error above ``edge_hz``, ``[batch, time, 1]`` -> ``[batch]``.
 
     The reference's energies are given the contrast (:func:`with_contrast`) and raised by the level
-    (:func:`played_level_db`, averaged over each band) that the model plays. Errors where the output is louder count ``overshoot_weight`` times
+    (:func:`played_level_db`, averaged over each band) that the model plays. Errors where the
+    output is louder count ``overshoot_weight`` times
     (an expectile loss: with weight w the predictor learns the 1 / (1 + w) expectile, below the
     mean where the envelope is uncertain, since a wrong loud band costs more than a quiet one).
     ``floor_db`` > 0: a reference band more than that many dB below the example's loudest band

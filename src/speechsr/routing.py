@@ -78,6 +78,11 @@ def _shipped_path(relative: str) -> Path:
     return settings.project_path(relative)
 
 
+def default_model_path() -> Path:
+    """The 4x model of the default upsampling settings (setting ``model``)."""
+    return settings.project_path(settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR).model)
+
+
 def telephony_model_path() -> Path:
     """Where the shipped telephony model lives (it may not exist yet)."""
     return _shipped_path(TELEPHONY_MODEL)
@@ -87,8 +92,7 @@ def named_model_path(name: str | os.PathLike, default_model: str | os.PathLike |
     """The ``.keras`` path of a model name of :data:`MODEL_NAMES` (``pretrained``: ``default_model``,
     else the default settings' model); anything else is a path and comes back as given."""
     if str(name) == "pretrained":
-        return Path(default_model) if default_model is not None else settings.project_path(
-            settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR).model)
+        return Path(default_model) if default_model is not None else default_model_path()
     if str(name) == "fast":
         return _shipped_path(FAST_MODEL)
     if str(name) == "telephony":
@@ -148,7 +152,7 @@ def choose(rate: int | None = None, head: np.ndarray | None = None, model: str |
         return Route("model", path, "model given" + (f" ({model})" if str(model) in MODEL_NAMES else ""),
                      str(model) == "telephony")
     if default_model is None:
-        default_model = settings.project_path(settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR).model)
+        default_model = default_model_path()
     if telephone is None:
         telephone, reason = classify(int(rate), head)
     else:
