@@ -79,25 +79,34 @@ def test_overshoot_weight_counts_a_too_loud_band_more_than_a_too_quiet_one():
     assert loss(quieter, 4.0) == pytest.approx(loss(quieter, 1.0), rel=1e-6)
 
 
-def test_contrast_scales_the_spread_across_bands_about_the_frame_level(layer):
+def test_contrast_scales_the_spread_across_bands_about_the_frame_level(layer):  # layer: its configuration
     rng = np.random.default_rng(3)
     energies = rng.normal(-3, 1, (2, 5, 8)).astype(np.float32)
     assert high_band.with_contrast(energies, 1.0) is energies
     sharp = high_band.with_contrast(tf.constant(energies), 2.0).numpy()
     level = np.log10(np.mean(10 ** energies, axis=-1, keepdims=True))
     np.testing.assert_allclose(sharp - level, 2 * (energies - level), atol=1e-5)
-    # in the layer: the band energies of the output spread twice as far (the played level unchanged)
+    # in the layer: the band energies of the output spread further (the played level unchanged);
+    # weights drawn from a seeded generator, not Keras' unseeded initialisers, so the figure is fixed
     y = tf.constant(speech_like(1.0, RATE, seed=2)[None, :, None])
-    sharper = high_band.HighBandEnvelope(**{**layer.get_config(), "contrast": 2.0})
+    base = high_band.HighBandEnvelope(**layer.get_config())
+    base.build((None, None, 1))
+    base.set_weights([rng.normal(0, 0.2, w.shape).astype(np.float32) for w in base.get_weights()])
+    sharper = high_band.HighBandEnvelope(**{**base.get_config(), "contrast": 2.0})
     sharper.build((None, None, 1))
-    sharper.set_weights(layer.get_weights())
+    sharper.set_weights(base.get_weights())
+    # exactly: contrast 2 plays what a contrast-1 layer plays for the prediction given contrast 2
+    predicted = base.predict_log_energies
+    base.predict_log_energies = lambda power: high_band.with_contrast(predicted(power), 2.0)
+    np.testing.assert_allclose(sharper(y).numpy(), base(y).numpy(), atol=1e-6)
+    base.predict_log_energies = predicted
     w = tf.constant(high_band.band_matrix(RATE, EDGE, 8))
 
     def spread(x):  # std over bands of log10 band energies, mean over frames
         spec = tf.signal.stft(x[..., 0], 512, 128, 512, window_fn=tf.signal.hann_window)
         e = np.log10(tf.matmul(tf.abs(spec) ** 2, w).numpy() + 1e-10)[0, 4:-4]
         return float(np.mean(np.std(e, axis=-1)))
-    assert spread(sharper(y)) > 1.5 * spread(layer(y))
+    assert spread(sharper(y)) > 1.5 * spread(base(y))
     # the loss gives the reference the same contrast: the predictor keeps learning the true envelope
     loss = float(high_band.band_energy_loss(y, y, RATE, EDGE, 8, contrast=2.0)[0])
     assert loss > 0.01 and float(high_band.band_energy_loss(y, y, RATE, EDGE, 8)[0]) == pytest.approx(0.0, abs=1e-9)
