@@ -110,9 +110,12 @@ def test_runtimes_agree_on_real_speech(example_4k):
 
 
 def test_lean_path_never_imports_tensorflow(tmp_path, example_4k):
-    """upsample_audio_file.py with the lean runtime (the default when the export matches)."""
+    """upsample_audio_file.py with the lean runtime (the default when the export matches), on input
+    whose band edge is not sox-clean, so the input low-pass runs too."""
     src = tmp_path / "call.wav"
-    audio.write_audio(src, example_4k, 4000, "PCM_16")
+    noisy = example_4k + 0.01 * np.random.default_rng(0).standard_normal(example_4k.size).astype(np.float32)
+    assert bandlimit.needs_lowpass(noisy, "auto")
+    audio.write_audio(src, noisy, 4000, "PCM_16")
     code = ("import runpy, sys\n"
             f"sys.argv = ['upsample_audio_file.py', {str(src)!r}, '-o', {str(tmp_path / 'out.wav')!r}, '-q']\n"
             "try:\n"
@@ -126,6 +129,13 @@ def test_lean_path_never_imports_tensorflow(tmp_path, example_4k):
     assert "HEAVY []" in proc.stdout, proc.stdout
     y, rate = sf.read(tmp_path / "out.wav")
     assert rate == 16000 and len(y) == 4 * len(example_4k)
+
+
+def test_numpy_kaiser_lowpass_equals_scipy_firwin():
+    from scipy.signal import firwin
+    for taps, cutoff in ((127, 0.95), (31, 0.5), (9, 0.1)):
+        np.testing.assert_allclose(bandlimit.kaiser_lowpass(taps, cutoff), firwin(taps, cutoff, window=("kaiser", 8.0)),
+                                   rtol=1e-10, atol=1e-14)
 
 
 def test_numpy_welch_equals_scipy():

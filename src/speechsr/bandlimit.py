@@ -66,9 +66,12 @@ def needs_lowpass(x: np.ndarray, mode: str) -> bool:
 
 
 def kaiser_lowpass(taps: int, cutoff: float) -> np.ndarray:
-    """Linear-phase FIR low-pass, ``[taps]`` (odd), ``cutoff`` a fraction of Nyquist, Kaiser beta 8."""
-    from scipy.signal import firwin  # lazily: scipy.signal stays off the lean inference path until a filter is made
-    return firwin(taps, cutoff, window=("kaiser", 8.0))
+    """Linear-phase FIR low-pass, ``[taps]`` (odd), ``cutoff`` a fraction of Nyquist, Kaiser beta 8,
+    unit gain at DC: ``scipy.signal.firwin(taps, cutoff, window=("kaiser", 8.0))`` in numpy
+    (importing scipy.signal takes 0.5-1.5 s, more than the lean runtime's whole start-up)."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, 8.0)
+    return h / h.sum()
 
 
 def lowpass_taps() -> np.ndarray:
@@ -82,19 +85,25 @@ def lowpass_stream(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     The concatenated output equals ``np.convolve(x, lowpass_taps(), "same")`` of the whole
     signal (same length, no delay); memory is one block plus ``TAPS`` samples.
     """
-    from scipy.signal import lfilter  # lazily: see kaiser_lowpass
     h = lowpass_taps()
     delay = (TAPS - 1) // 2
-    state = np.zeros(TAPS - 1)
+    history = np.zeros(TAPS - 1)  # the causal filter's last inputs (zeros before the signal)
+
+    def causal(block: np.ndarray) -> np.ndarray:
+        nonlocal history
+        padded = np.concatenate([history, block])
+        history = padded[-(TAPS - 1):]
+        return np.convolve(padded, h, "valid")  # one output per input sample
+
     skip = delay  # the first `delay` outputs of the causal filter precede the signal
     for block in blocks:
         if len(block) == 0:
             continue
-        y, state = lfilter(h, [1.0], np.asarray(block, dtype=np.float64), zi=state)
+        y = causal(np.asarray(block, dtype=np.float64))
         drop = min(skip, y.size)
         skip -= drop
         if y.size > drop:
             yield y[drop:].astype(np.float32)
-    tail, _ = lfilter(h, [1.0], np.zeros(delay), zi=state)  # flush: the last `delay` outputs
+    tail = causal(np.zeros(delay))  # flush: the last `delay` outputs
     if skip < delay:  # something came in
         yield tail[skip:].astype(np.float32)
