@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Export trained models to LiteRT for the lean runtime: NAME.keras -> NAME.tflite (float32)
-and NAME.int8.tflite (int8 weights), each with a .json sidecar recording NAME.keras's SHA-256.
+and, on request, NAME.int8.tflite (int8 weights), each with a .json sidecar recording NAME.keras's
+SHA-256.
 
 An export is skipped when its sidecar already records this exact NAME.keras; --force redoes
 it. The exported output is checked against the trained model (SNR >= 60 dB float32,
->= 35 dB int8) before anything is written. See README, "Fast start: the lean runtime".
+>= 35 dB int8) before anything is written. Without --variants: the float32 export, and the int8
+one where one exists already (refreshed when the model changed). An int8 export is what
+`--runtime auto` runs when present, so make one only after measuring its quality (README,
+"Fast start: the lean runtime").
 
 Examples:
-  python export_model.py                                  # the shipped model (make export)
+  python export_model.py                                  # the shipped models (make export)
   python export_model.py models/librispeech/best.keras
+  python export_model.py models/librispeech/best.keras --variants lite lite-int8
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,8 +31,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", metavar="MODEL", help=f"trained .keras model(s) (default: {DEFAULT_MODELS[0]})")
     p.add_argument("--force", action="store_true", help="export even when the export is current")
-    p.add_argument("--variants", nargs="+", choices=("lite", "lite-int8"), default=["lite", "lite-int8"],
-                   help="float32 (lite) and/or int8-weight (lite-int8) exports (default: both)")
+    p.add_argument("--variants", nargs="+", choices=("lite", "lite-int8"),
+                   help="float32 (lite) and/or int8-weight (lite-int8) exports (default: lite, and lite-int8 "
+                        "where the model has one already)")
     return p.parse_args(argv)
 
 
@@ -39,14 +44,8 @@ def main(argv=None) -> int:
         models = cli.check_model_files(args.models or DEFAULT_MODELS)
     except ValueError as e:
         return cli.failure_exit_code(e, (ValueError,), "")
-    jobs = []
-    for m in models:
-        for v in args.variants:
-            if v == "lite-int8" and _has_high_band(m):
-                print(f"no {v} export for {m}: int8 weights break its high-band envelope layer's fixed DFT "
-                      "kernels (the float32 export is the lean runtime's)")
-            else:
-                jobs.append((m, v))
+    jobs = [(m, v) for m in models
+            for v in args.variants or ["lite"] + ["lite-int8"] * runtime.exported_path(m, "lite-int8").exists()]
     todo = [(m, v) for m, v in jobs if args.force or not _current(m, v)]
     for m, v in jobs:
         if (m, v) not in todo:
@@ -74,10 +73,6 @@ def main(argv=None) -> int:
               f"max |diff| {res['max_abs_diff']:.1e})")
     return 0
 
-
-def _has_high_band(model: Path) -> bool:
-    """Whether the model (by its .json sidecar) has the learned high-band envelope layer."""
-    return bool(json.loads(model.with_suffix(".json").read_text())["model_settings"].get("high_band_bands"))
 
 
 def _current(model: Path, variant: str) -> bool:

@@ -16,8 +16,8 @@ Each input's path is chosen automatically (speechsr.routing; one log line says w
 interpolation while that model does not exist. --model overrides. --reference --channel
 telephone makes the test input through a phone line (8 kHz G.711) instead of sox.
 
-The model runs in LiteRT (no TensorFlow import, fast start) when its export MODEL.tflite
-matches it (`make export`), else in TensorFlow; --runtime tf|lite|lite-int8 chooses.
+The model runs in LiteRT (no TensorFlow import, fast start) when its export MODEL.int8.tflite
+or MODEL.tflite matches it (`make export`), else in TensorFlow; --runtime tf|lite|lite-int8 chooses.
 
 Files are streamed (bounded memory) and written atomically. Outputs keep the input's
 PCM_16/PCM_24 subtype, else FLOAT (setting 'output_subtype'). Errors: one line on stderr,

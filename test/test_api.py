@@ -99,6 +99,7 @@ def speechsr_command(capsys, *argv) -> tuple[int, str, str]:
 def test_the_command_dispatches_to_the_scripts(capsys):
     code, out, _ = speechsr_command(capsys, "--version")
     assert code == 0 and out.startswith(f"speechsr {speechsr.__version__}\nmodel: pretrained ")
+    assert "\nruntime: LiteRT (model.int8.tflite, exported from this model)\n" in out  # auto's first choice
     code, out, _ = speechsr_command(capsys, "upsample", "--help")
     assert code == 0 and out.startswith("usage: speechsr upsample [-h] [-o OUTPUT]")
     code, _, err = speechsr_command(capsys, "split", "--by", "nonsense")

@@ -243,3 +243,33 @@ def test_receptive_context_bounds_what_an_input_sample_changes():
         context = geometry.receptive_context(s)
         assert np.abs(moved).max() <= context
         assert np.abs(moved).max() > context / 3
+
+
+def test_int8_export_quantizes_the_network_and_keeps_the_layers_dft_float(tmp_path):
+    """Dynamic-range int8 quantizes constant weights; the layer's DFT and band matrices must stay
+    float32 (``float_constants``), else the output is ruined."""
+    from speechsr.export import build_export_model, check_signal, convert, copy_weights
+    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2, high_band_copy_hz=3000.0)
+    model = perturbed_model(s, seed=4)
+    path = tmp_path / "hb.keras"
+    model_io.save_model(model, path, s)
+    res = export_model(path, "lite-int8")
+    float_res = export_model(path, "lite")
+    assert res["written"] and res["snr_db"] >= 35 and res["snr_db"] < float_res["snr_db"] - 20  # int8: close, not equal
+    quantizable = sum(int(np.prod(w.shape)) for w in model.weights if np.prod(w.shape) >= 1024)  # the converter's threshold
+    assert float_res["bytes"] - res["bytes"] > 0.8 * 3 * quantizable  # those weights: 1 byte each instead of 4
+    x = check_signal(s)
+    export = build_export_model(s)
+    copy_weights(model, export, s)
+    assert export.get_layer("high_band").float_constants is False
+    plain = tmp_path / "all_int8.tflite"
+    plain.write_bytes(convert(export, "lite-int8"))  # what the converter does to them otherwise
+
+    def dft_types(path):  # dtypes of the tensors holding the analysis DFT matrix [N_FFT, 2 * BINS]
+        from ai_edge_litert.interpreter import Interpreter
+        tensors = Interpreter(model_path=str(path)).get_tensor_details()
+        return {t["dtype"].__name__ for t in tensors if int(np.prod(t["shape"])) == high_band.N_FFT * 2 * high_band.BINS}
+
+    assert dft_types(res["path"]) == {"float32"}
+    assert dft_types(plain) == {"int8"}
+    assert snr_db(model(x, training=False).numpy(), runtime.LiteRunner(res["path"])(x)) == pytest.approx(res["snr_db"])

@@ -227,6 +227,15 @@ def test_export_script_exports_then_skips_a_current_export(tiny_model, tmp_path,
     # as a process: the export is current, so nothing is redone (and TensorFlow never loads)
     r = run_script("export_model.py", path, "--variants", "lite")
     assert r.returncode == 0 and r.stdout == f"{path.with_suffix('.tflite')} is up to date\n", r.stderr
+    # the default: the float32 export, and the int8 one only where it exists already
+    r = script_main("export_model.py", path)
+    assert r.returncode == 0 and r.stdout == f"{path.with_suffix('.tflite')} is up to date\n", r.stderr
+    assert not runtime.exported_path(path, "lite-int8").exists()
+    r = script_main("export_model.py", path, "--variants", "lite-int8")
+    assert r.returncode == 0 and r.stdout.startswith(f"wrote {path.with_suffix('.int8.tflite')}"), r.stderr
+    r = script_main("export_model.py", path)
+    assert r.returncode == 0 and r.stdout == (f"{path.with_suffix('.tflite')} is up to date\n"
+                                              f"{path.with_suffix('.int8.tflite')} is up to date\n"), r.stderr
     r = script_main("export_model.py", tmp_path / "absent.keras")
     assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'absent.keras'}: no trained model (with its " \
         ".json sidecar) there\n"

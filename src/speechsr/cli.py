@@ -134,7 +134,8 @@ def add_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=runtime.RUNTIMES, default="auto",
                         help="lite: the LiteRT export beside the model (MODEL.tflite, `make export`), no "
                              "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
-                             "TensorFlow; auto (default): lite when its export matches the model, else tf")
+                             "TensorFlow; auto (default): lite-int8, else lite, when its export matches the "
+                             "model, else tf")
     parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
                         help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
                              "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
@@ -257,11 +258,17 @@ def version_text() -> str:
 
 
 def runtime_line(model_path: Path) -> str:
-    """Which runtime the default upsampling picks: the LiteRT export when it matches, else TensorFlow."""
-    try:
-        exported, _ = runtime.export_info(model_path)
-    except runtime.ExportUnavailable as e:
-        return f"runtime: TensorFlow ({e})"
+    """Which runtime the default upsampling picks: the first LiteRT export of ``runtime.AUTO_ORDER``
+    that matches, else TensorFlow."""
+    reasons = []
+    for variant in runtime.AUTO_ORDER:
+        try:
+            exported, _ = runtime.export_info(model_path, variant)
+            break
+        except runtime.ExportUnavailable as e:
+            reasons.append(str(e))
+    else:
+        return f"runtime: TensorFlow ({reasons[-1]})"
     if importlib.util.find_spec("ai_edge_litert") is None:
         return f"runtime: TensorFlow ({exported.name} needs ai-edge-litert: pip install 'speechsr[lite]')"
     return f"runtime: LiteRT ({exported.name}, exported from this model)"

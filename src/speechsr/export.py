@@ -156,6 +156,8 @@ def export_model(model_path: str | Path, variant: str = "lite", force: bool = Fa
     trained, s, _ = model_io.load_model(model_file)
     export = build_export_model(s)
     copy_weights(trained, export, s)
+    if variant == "lite-int8" and s.high_band_bands:
+        export.get_layer("high_band").float_constants = True  # int8 U-Net and predictor, float32 DFTs
     flatbuffer = convert(export, variant)
 
     x = check_signal(s)

@@ -1,7 +1,7 @@
 """Lean inference runtime: the exported LiteRT model beside a ``.keras`` model, without TensorFlow.
 
-``speechsr.export`` (``make export``) writes ``NAME.tflite`` (float32) and ``NAME.int8.tflite``
-(int8 weights) next to ``NAME.keras``, each with a sidecar ``NAME[.int8].tflite.json`` holding the
+``speechsr.export`` (``make export``) writes ``NAME.tflite`` (float32) and, on request,
+``NAME.int8.tflite`` (int8 weights) next to ``NAME.keras``, each with a sidecar ``NAME[.int8].tflite.json`` holding the
 SHA-256 of the ``.keras`` file it came from, the model settings and the export check; an export
 whose recorded hash differs from the ``.keras`` file is never used. This module loads it with ``ai_edge_litert`` (TensorFlow Lite's own
 runtime, XNNPACK kernels) and imports neither TensorFlow nor Keras, so a process that only
@@ -27,12 +27,13 @@ import numpy as np
 from speechsr import settings as settings_mod
 
 #: Exported variants and their file suffixes: float32 weights, or int8 weights (dynamic-range
-#: quantization: activations stay float; 4x smaller, 3.4x less compute, but 0.05 lower ViSQOL
-#: on test-other, so opt-in only: README, Benchmarks).
+#: quantization of the network's weights, activations float, the high-band layer's DFTs float32).
 EXPORTS = {"lite": ".tflite", "lite-int8": ".int8.tflite"}
 RUNTIMES = ("auto", "tf", *EXPORTS)
-#: What ``auto`` tries, in order, before falling back to TensorFlow.
-AUTO_ORDER = ("lite",)
+#: What ``auto`` tries, in order, before falling back to TensorFlow: an int8 export exists only
+#: where it was asked for (``export_model.py --variants``), after its quality was measured (the
+#: shipped 4x model: 2.7x faster, ViSQOL -0.008 and SNR -0.01 dB on test-other; README, Benchmarks).
+AUTO_ORDER = ("lite-int8", "lite")
 EXPORT_HINT = "run `make export` (or `python export_model.py MODEL.keras`)"
 
 
