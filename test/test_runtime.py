@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import select
 import subprocess
@@ -58,7 +59,7 @@ def test_shipped_exports_match_shipped_model(variant, shipped):
     assert info["variant"] == variant and info["check"]["snr_db"] >= (60 if variant == "lite" else 35)
 
 
-def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_path):
+def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_path, caplog):
     path, s, _ = tiny_export
     assert export_model(path)["written"] is False  # up to date: nothing redone
     assert runtime.load_lite(path)[1] == s
@@ -75,8 +76,12 @@ def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_
     up = settings.load("upsampling")
     with pytest.raises(runtime.ExportUnavailable):
         loading.load_upsampler(copy, up, runtime="lite")
-    assert loading.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
-    assert loading.load_upsampler(path, up, runtime="auto").runtime == "lite"
+    with caplog.at_level(logging.INFO, logger="speechsr"):
+        assert loading.load_upsampler(copy, up, runtime="auto").runtime == "tf"  # falls back, warns
+        assert [r.levelno for r in caplog.records if "using TensorFlow" in r.getMessage()] == [logging.WARNING]
+        caplog.clear()
+        assert loading.load_upsampler(path, up, runtime="auto").runtime == "lite"  # no int8 export: the float32 one
+        assert [r.getMessage().split("; ")[-1] for r in caplog.records] == ["trying lite"]
 
 
 def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):

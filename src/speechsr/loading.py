@@ -57,14 +57,15 @@ def load_upsampler(model_path: str | os.PathLike, up: UpsamplingSettings,
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     candidates = AUTO_ORDER if runtime == "auto" and not subpixel else () if runtime in ("auto", "tf") else (runtime,)
-    for variant in candidates:
+    for i, variant in enumerate(candidates):
         try:
             runner, model_settings = lean.load_lite(model_path, variant)
         except lean.ExportUnavailable as e:
             if runtime != "auto":
                 raise
             stale = lean.exported_path(model_path, variant).exists()
-            log.log(logging.WARNING if stale else logging.INFO, "%s; using TensorFlow", e)
+            fallback = f"trying {candidates[i + 1]}" if i + 1 < len(candidates) else "using TensorFlow"
+            log.log(logging.WARNING if stale else logging.INFO, "%s; %s", e, fallback)
         else:
             return Upsampler(runner, model_settings, up)
     import_tensorflow_quietly()
