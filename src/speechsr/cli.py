@@ -260,15 +260,14 @@ def version_text() -> str:
 def runtime_line(model_path: Path) -> str:
     """Which runtime the default upsampling picks: the first LiteRT export of ``runtime.AUTO_ORDER``
     that matches, else TensorFlow."""
-    reasons = []
     for variant in runtime.AUTO_ORDER:
         try:
             exported, _ = runtime.export_info(model_path, variant)
             break
         except runtime.ExportUnavailable as e:
-            reasons.append(str(e))
+            reason = e  # the last one's is reported
     else:
-        return f"runtime: TensorFlow ({reasons[-1]})"
+        return f"runtime: TensorFlow ({reason})"
     if importlib.util.find_spec("ai_edge_litert") is None:
         return f"runtime: TensorFlow ({exported.name} needs ai-edge-litert: pip install 'speechsr[lite]')"
     return f"runtime: LiteRT ({exported.name}, exported from this model)"

@@ -145,7 +145,7 @@ class HighBandEnvelope(keras.layers.Layer):
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
         self.copy_hz, self.contrast = float(copy_hz), float(contrast)
         self.edge = edge_bin(self.rate, self.edge_hz)
-        self.float_constants = False  # see _constant
+        self.float_constants = False  # see _matrices
         if self.copy_hz:
             copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
         self.predictor = [keras.layers.Conv1D(self.channels, self.kernel, padding="same", dilation_rate=2 ** i,
@@ -173,14 +173,16 @@ class HighBandEnvelope(keras.layers.Layer):
             self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz)[e:])
             self._copied = tf.constant((np.arange(e, BINS) >= edge_bin(self.rate, self.copy_hz)).astype(np.float32))
 
-    def _constant(self, c: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
-        """A fixed matrix of the layer; with ``float_constants`` (set by the int8 export) multiplied
-        by a 1 the graph computes from ``like``'s batch size, so that the converter's
-        dynamic-range quantization, which quantizes constant weights only, leaves the DFT and
-        band matrices float32 (int8 DFT kernels ruin the output: about -25 dB SNR)."""
+    def _matrices(self, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """The fixed (analysis, synthesis, band, spread) matrices; with ``float_constants`` (set by
+        the int8 export) each multiplied by a 1 the graph computes from ``y``'s batch size, so that
+        the converter's dynamic-range quantization, which quantizes constant weights only, leaves
+        them float32 (int8 DFT kernels ruin the output: about -25 dB SNR)."""
+        matrices = (self._analysis, self._synthesis, self._bands, self._spread_t)
         if not self.float_constants:
-            return c
-        return c * tf.cast(tf.shape(like)[0] > 0, c.dtype)
+            return matrices
+        one = tf.cast(tf.shape(y)[0] > 0, tf.float32)
+        return tuple(m * one for m in matrices)
 
     def predict_log_energies(self, power: tf.Tensor) -> tf.Tensor:
         """``log10`` band energies ``[batch, frames, bands]`` from STFT power ``[batch, frames, BINS]``."""
@@ -196,30 +198,32 @@ class HighBandEnvelope(keras.layers.Layer):
         length = tf.shape(y)[1]
         pad_end = (-length) % HOP
         padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + 3) * HOP]
-        spec = tf.matmul(_frames(padded), self._constant(self._analysis, y))  # [B, F, 2 * BINS]
+        analysis, synthesis, bands, spread = self._matrices(y)
+        spec = tf.matmul(_frames(padded), analysis)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
         played = with_contrast(self.predict_log_energies(power), self.contrast)
-        target = tf.matmul(tf.exp(played * np.log(10.0)), self._constant(self._spread_t, y))
+        target = tf.matmul(tf.exp(played * np.log(10.0)), spread)
         e = self.edge
-        new_re, new_im = self._scaled(re[..., e:], im[..., e:], target)  # the input's own band
+        new_re, new_im = self._scaled(re[..., e:], im[..., e:], target, bands, spread)  # the input's own band
         if self._source is not None:  # above copy_hz, the replicated band, brought to the envelope on its own
             copy_re, copy_im = self._scaled(tf.gather(re, self._source, axis=-1), tf.gather(im, self._source, axis=-1),
-                                            target)
+                                            target, bands, spread)
             new_re = new_re + (copy_re - new_re) * self._copied
             new_im = new_im + (copy_im - new_im) * self._copied
         # only the change is synthesised: the high band replaced, nothing below the edge
         change = tf.concat([new_re - re[..., e:], new_im - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
-        delta = _overlap_add(tf.matmul(change, self._constant(self._synthesis, y)))
+        delta = _overlap_add(tf.matmul(change, synthesis))
         overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq)
         delta = delta / tf.maximum(overlap, 1e-3)
         return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
 
-    def _scaled(self, ex_re: tf.Tensor, ex_im: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Excitation bins ``[B, F, BINS - edge]`` scaled so their smoothed band envelope becomes
-        ``target`` (power per bin, same shape), times the played level."""
-        current = tf.matmul(tf.matmul(ex_re * ex_re + ex_im * ex_im, self._constant(self._bands, ex_re)),
-                            self._constant(self._spread_t, ex_re))
+    def _scaled(self, ex_re: tf.Tensor, ex_im: tf.Tensor, target: tf.Tensor, bands: tf.Tensor,
+                spread: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Excitation bins ``[B, F, BINS - edge]`` scaled so their smoothed band envelope (``bands``
+        then ``spread``: :meth:`_matrices`) becomes ``target`` (power per bin, same shape), times the
+        played level."""
+        current = tf.matmul(tf.matmul(ex_re * ex_re + ex_im * ex_im, bands), spread)
         gain = tf.minimum(tf.sqrt((target + LOG_EPS) / (current + LOG_EPS)), MAX_GAIN) * self._played
         return ex_re * gain, ex_im * gain
 
