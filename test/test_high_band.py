@@ -20,9 +20,9 @@ def band_db(x: np.ndarray, lo: float, hi: float) -> float:
     return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20)
 
 
-@pytest.fixture(scope="module")
-def layer():
-    lay = high_band.HighBandEnvelope(RATE, EDGE, bands=8, channels=8, layers=2)
+@pytest.fixture(scope="module", params=[128, 256], ids=["hop128", "hop256"])
+def layer(request):
+    lay = high_band.HighBandEnvelope(RATE, EDGE, bands=8, channels=8, layers=2, hop=request.param)
     lay.build((None, None, 1))
     rng = np.random.default_rng(0)
     lay.set_weights([w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in lay.get_weights()])
@@ -124,14 +124,14 @@ def test_floor_ignores_quiet_reference_bands_unless_the_output_rises_above_the_f
     assert loss(y, 60.0) == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.mark.parametrize("copy_hz", [EDGE, 3000.0])
-def test_copy_source_bins_replicate_from_below_the_edge_with_hop_consistent_shifts(copy_hz):
-    source = high_band.copy_source_bins(RATE, EDGE, copy_hz)
+@pytest.mark.parametrize("copy_hz, hop", [(EDGE, 128), (3000.0, 128), (3000.0, 256)])
+def test_copy_source_bins_replicate_from_below_the_edge_with_hop_consistent_shifts(copy_hz, hop):
+    source = high_band.copy_source_bins(RATE, EDGE, copy_hz, hop)
     edge, first = high_band.edge_bin(RATE, EDGE), high_band.edge_bin(RATE, copy_hz)
     assert source[:edge].tolist() == list(range(edge))
     assert source[edge:].max() < edge - high_band.COPY_MARGIN
     assert source[first] == source[edge:].min()  # a patch starts at copy_hz
-    assert all((k - source[k]) % (high_band.N_FFT // high_band.HOP) == 0 for k in range(high_band.BINS))
+    assert all((k - source[k]) % (high_band.N_FFT // hop) == 0 for k in range(high_band.BINS))
 
 
 def test_copy_excitation_replicates_the_band_below_the_edge_upwards():
@@ -163,9 +163,9 @@ def test_own_and_copied_parts_each_meet_the_envelope_so_there_is_no_step_between
     assert abs(steps[1] - steps[0]) < 1.5, steps
 
 
-@pytest.mark.parametrize("copy_hz, edge_hz, contrast", [(0.0, 0.0, 1.0), (4000.0, 1800.0, 1.5)])
-def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz, contrast):
-    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2,
+@pytest.mark.parametrize("copy_hz, edge_hz, contrast, hop", [(0.0, 0.0, 1.0, 128), (4000.0, 1800.0, 1.5, 256)])
+def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz, contrast, hop):
+    s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2, high_band_hop=hop,
                             high_band_copy_hz=copy_hz, high_band_edge_hz=edge_hz, high_band_contrast=contrast)
     model = perturbed_model(s, seed=3)
     path = tmp_path / "hb.keras"
@@ -174,6 +174,7 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, 
     assert loaded_s.high_band_bands == 8 and loaded.get_layer("high_band").gain_db == 0.0
     assert loaded.get_layer("high_band").copy_hz == copy_hz
     assert loaded.get_layer("high_band").contrast == loaded_s.high_band_contrast == contrast
+    assert loaded.get_layer("high_band").hop == loaded_s.high_band_hop == hop
     assert loaded.get_layer("high_band").edge_hz == (edge_hz or 2000.0)
     x = speech_like(3.0, 4000, seed=5)
     n = len(x) // 32 * 32
@@ -219,6 +220,10 @@ def test_flops_count_the_layer():
     dft = 2 * 512 * 2 * (257 + 257 - edge) * 16000 / 128  # analysis of all bins, synthesis of the high band
     assert dft < layer_flops < 1.2 * dft
     assert conv_flops_per_second(with_layer) == pytest.approx(conv_flops_per_second(plain) + layer_flops)
+    hop256 = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2, high_band_hop=256)
+    assert build_model(hop256).get_layer("high_band").flops_per_second() == pytest.approx(layer_flops / 2)
+    with pytest.raises(ValueError, match="hop must be one of"):
+        high_band.HighBandEnvelope(RATE, EDGE, bands=8, hop=100)
 
 
 def test_receptive_context_bounds_what_an_input_sample_changes():

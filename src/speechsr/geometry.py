@@ -30,7 +30,8 @@ def level_kernel(s: ModelSettings, level: int) -> int:
     return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]
 
 
-#: STFT of the learned high-band envelope (:mod:`speechsr.high_band`), output samples.
+#: STFT of the learned high-band envelope (:mod:`speechsr.high_band`), output samples: window and
+#: the default hop (model setting ``high_band_hop``).
 HIGH_BAND_FFT, HIGH_BAND_HOP = 512, 128
 
 
@@ -45,7 +46,7 @@ def high_band_context(s: ModelSettings) -> int:
     if not s.high_band_bands:
         return 0
     frames = (s.high_band_kernel - 1) // 2 * (2 ** s.high_band_layers - 1)
-    return frames * HIGH_BAND_HOP + HIGH_BAND_FFT // 2
+    return frames * s.high_band_hop + HIGH_BAND_FFT // 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ envelope* is right far more than its waveform (``../shared/TOOLCHAIN.md``: the t
 with random phase scores +1.05 ViSQOL over sinc). :class:`HighBandEnvelope` sits after the
 U-Net and re-levels its output above ``edge_hz`` as spectral band replication does:
 
-1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, ``HOP`` = 128 output samples, periodic
-   Hann), computed as frames times a fixed DFT matrix (exports to LiteRT, runs as a matrix product).
+1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, hop ``hop`` output samples (``HOP`` = 128
+   unless the model settings say ``high_band_hop``), periodic Hann), computed as frames times a fixed DFT matrix (exports to LiteRT, runs as a matrix product).
 2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
    frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
    bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
@@ -41,6 +41,7 @@ LOG_EPS = 1e-10
 MAX_GAIN = 1e3  # +60 dB: a cap for bins where the U-Net's band is (near) silent
 COPY_WIDTH = 32  # bins per replicated patch (1 kHz at 16 kHz)
 COPY_MARGIN = 4  # bins left out below the edge (the anti-alias filter's roll-off)
+VALID_HOPS = (64, 128, 256)  # STFT hops (output samples) the layer takes
 
 
 def edge_bin(rate: int, edge_hz: float) -> int:
@@ -75,14 +76,14 @@ def with_contrast(log_energies, contrast: float):
     return level + contrast * (log_energies - level)
 
 
-def copy_source_bins(rate: int, edge_hz: float, copy_hz: float) -> np.ndarray:
+def copy_source_bins(rate: int, edge_hz: float, copy_hz: float, hop: int = HOP) -> np.ndarray:
     """Source bin ``[BINS]`` of each bin of the replicated band: bins below ``edge_hz`` are their
     own; above it, patches of ``COPY_WIDTH`` bins from just below the edge (leaving ``COPY_MARGIN``
     bins of filter roll-off out) repeat, one starting at ``copy_hz``, as spectral band replication
-    does. Every shift is a multiple of ``N_FFT / HOP`` bins, so the copied frames' phases stay
-    consistent from hop to hop."""
+    does. Every shift is a multiple of ``N_FFT / hop`` bins (``hop``: the STFT hop, output samples),
+    so the copied frames' phases stay consistent from hop to hop."""
     edge, first = edge_bin(rate, edge_hz), edge_bin(rate, copy_hz)
-    step = N_FFT // HOP
+    step = N_FFT // hop
     start = edge - COPY_MARGIN - COPY_WIDTH
     start -= (first - start) % step
     if start < 1 or first < edge:
@@ -109,17 +110,17 @@ def _dft_matrices() -> tuple[np.ndarray, np.ndarray]:
     return analysis.astype(np.float32), synthesis.astype(np.float32)
 
 
-def _frames(x: tf.Tensor) -> tf.Tensor:
-    """``[batch, (F + 3) * HOP]`` -> overlapping frames ``[batch, F, N_FFT]`` at hop ``HOP``."""
-    blocks = tf.reshape(x, [tf.shape(x)[0], -1, HOP])
-    count = tf.shape(blocks)[1] - (N_FFT // HOP - 1)
-    return tf.concat([blocks[:, i:i + count] for i in range(N_FFT // HOP)], axis=-1)
+def _frames(x: tf.Tensor, hop: int) -> tf.Tensor:
+    """``[batch, (F + N_FFT / hop - 1) * hop]`` -> overlapping frames ``[batch, F, N_FFT]`` at ``hop``."""
+    blocks = tf.reshape(x, [tf.shape(x)[0], -1, hop])
+    count = tf.shape(blocks)[1] - (N_FFT // hop - 1)
+    return tf.concat([blocks[:, i:i + count] for i in range(N_FFT // hop)], axis=-1)
 
 
-def _overlap_add(frames: tf.Tensor) -> tf.Tensor:
-    """Frames ``[batch, F, N_FFT]`` at hop ``HOP`` -> their overlap-add ``[batch, (F + 3) * HOP]``."""
-    parts = N_FFT // HOP
-    blocks = tf.add_n([tf.pad(frames[..., i * HOP:(i + 1) * HOP], [[0, 0], [i, parts - 1 - i], [0, 0]])
+def _overlap_add(frames: tf.Tensor, hop: int) -> tf.Tensor:
+    """Frames ``[batch, F, N_FFT]`` at ``hop`` -> their overlap-add ``[batch, (F + N_FFT / hop - 1) * hop]``."""
+    parts = N_FFT // hop
+    blocks = tf.add_n([tf.pad(frames[..., i * hop:(i + 1) * hop], [[0, 0], [i, parts - 1 - i], [0, 0]])
                        for i in range(parts)])
     return tf.reshape(blocks, [tf.shape(frames)[0], -1])
 
@@ -132,22 +133,26 @@ class HighBandEnvelope(keras.layers.Layer):
     1, 2, 4, ...); ``gain_db`` / ``tilt_db`` the level played relative to the prediction
     (:func:`played_level_db`), ``contrast`` its spread across bands (:func:`with_contrast`). The
     fine structure scaled to it is the input's own band, or above ``copy_hz`` (0 = nowhere) the
-    band below the edge replicated upwards (:func:`copy_source_bins`).
+    band below the edge replicated upwards (:func:`copy_source_bins`). ``hop``: the STFT's hop,
+    output samples (a power of two, at most ``N_FFT / 2``); the predictor's frames are that far apart.
     Any length works.
     """
 
     def __init__(self, rate: int, edge_hz: float, bands: int, channels: int = 128, layers: int = 4,
                  kernel: int = 3, gain_db: float = 0.0, tilt_db: float = 0.0, copy_hz: float = 0.0,
-                 contrast: float = 1.0, **kwargs):
+                 contrast: float = 1.0, hop: int = HOP, **kwargs):
         super().__init__(**kwargs)
         self.rate, self.edge_hz, self.bands = int(rate), float(edge_hz), int(bands)
         self.channels, self.num_layers, self.kernel = int(channels), int(layers), int(kernel)
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
         self.copy_hz, self.contrast = float(copy_hz), float(contrast)
+        self.hop = int(hop)
+        if self.hop not in VALID_HOPS:
+            raise ValueError(f"hop must be one of {VALID_HOPS} output samples, got {hop}")
         self.edge = edge_bin(self.rate, self.edge_hz)
         self.float_constants = False  # see _matrices
         if self.copy_hz:
-            copy_source_bins(self.rate, self.edge_hz, self.copy_hz)  # checks copy_hz
+            copy_source_bins(self.rate, self.edge_hz, self.copy_hz, self.hop)  # checks copy_hz
         self.predictor = [keras.layers.Conv1D(self.channels, self.kernel, padding="same", dilation_rate=2 ** i,
                                               activation="gelu", name=f"envelope{i}") for i in range(self.num_layers)]
         self.predictor.append(keras.layers.Conv1D(self.bands, 1, name="envelope_out",
@@ -170,7 +175,7 @@ class HighBandEnvelope(keras.layers.Layer):
         self._window_sq = tf.constant(_hann() ** 2)
         self._source = self._copied = None
         if self.copy_hz:
-            self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz)[e:])
+            self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz, self.hop)[e:])
             self._copied = tf.constant((np.arange(e, BINS) >= edge_bin(self.rate, self.copy_hz)).astype(np.float32))
 
     def _matrices(self, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -196,10 +201,11 @@ class HighBandEnvelope(keras.layers.Layer):
 
     def call(self, y):
         length = tf.shape(y)[1]
-        pad_end = (-length) % HOP
-        padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + 3) * HOP]
+        hop = self.hop
+        pad_end = (-length) % hop
+        padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + N_FFT / hop - 1) * hop]
         analysis, synthesis, bands, spread = self._matrices(y)
-        spec = tf.matmul(_frames(padded), analysis)  # [B, F, 2 * BINS]
+        spec = tf.matmul(_frames(padded, hop), analysis)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
         played = with_contrast(self.predict_log_energies(power), self.contrast)
@@ -213,8 +219,8 @@ class HighBandEnvelope(keras.layers.Layer):
             new_im = new_im + (copy_im - new_im) * self._copied
         # only the change is synthesised: the high band replaced, nothing below the edge
         change = tf.concat([new_re - re[..., e:], new_im - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
-        delta = _overlap_add(tf.matmul(change, synthesis))
-        overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq)
+        delta = _overlap_add(tf.matmul(change, synthesis), hop)
+        overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq, hop)
         delta = delta / tf.maximum(overlap, 1e-3)
         return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
 
@@ -236,7 +242,7 @@ class HighBandEnvelope(keras.layers.Layer):
             per_frame += 2 * conv.kernel_size[0] * width * conv.filters
             width = conv.filters
         per_frame += 2 * 3 * BINS * self.bands  # band energies and two band -> bin spreads
-        return per_frame * self.rate / HOP
+        return per_frame * self.rate / self.hop
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -244,7 +250,7 @@ class HighBandEnvelope(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "edge_hz": self.edge_hz, "bands": self.bands,
                 "channels": self.channels, "layers": self.num_layers, "kernel": self.kernel, "gain_db": self.gain_db,
-                "tilt_db": self.tilt_db, "copy_hz": self.copy_hz, "contrast": self.contrast}
+                "tilt_db": self.tilt_db, "copy_hz": self.copy_hz, "contrast": self.contrast, "hop": self.hop}
 
 
 def band_energy_loss(y: tf.Tensor, y_hat: tf.Tensor, rate: int, edge_hz: float, bands: int,

@@ -153,7 +153,7 @@ def high_band_layer(s: ModelSettings) -> HighBandEnvelope:
     input's Nyquist)."""
     return HighBandEnvelope(s.output_rate, high_band_edge(s), s.high_band_bands,
                             s.high_band_channels, s.high_band_layers, s.high_band_kernel, s.high_band_gain_db,
-                            s.high_band_tilt_db, s.high_band_copy_hz, s.high_band_contrast,
+                            s.high_band_tilt_db, s.high_band_copy_hz, s.high_band_contrast, s.high_band_hop,
                             name="high_band")
 
 
