@@ -6,8 +6,9 @@ envelope* is right far more than its waveform (``../shared/TOOLCHAIN.md``: the t
 with random phase scores +1.05 ViSQOL over sinc). :class:`HighBandEnvelope` sits after the
 U-Net and re-levels its output above ``edge_hz`` as spectral band replication does:
 
-1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, hop ``hop`` output samples (``HOP`` = 128
-   unless the model settings say ``high_band_hop``), periodic Hann), computed as frames times a fixed DFT matrix (exports to LiteRT, runs as a matrix product).
+1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, hop ``hop`` output samples: ``HOP`` = 128
+   unless the model settings say ``high_band_hop``; periodic Hann), computed as frames times a
+   fixed DFT matrix (exports to LiteRT, runs as a matrix product).
 2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
    frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
    bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
@@ -35,13 +36,13 @@ import numpy as np
 import tensorflow as tf
 
 from speechsr.geometry import HIGH_BAND_FFT as N_FFT, HIGH_BAND_HOP as HOP  # output samples
+from speechsr.settings import HIGH_BAND_HOPS
 
 BINS = N_FFT // 2 + 1
 LOG_EPS = 1e-10
 MAX_GAIN = 1e3  # +60 dB: a cap for bins where the U-Net's band is (near) silent
 COPY_WIDTH = 32  # bins per replicated patch (1 kHz at 16 kHz)
 COPY_MARGIN = 4  # bins left out below the edge (the anti-alias filter's roll-off)
-VALID_HOPS = (64, 128, 256)  # STFT hops (output samples) the layer takes
 
 
 def edge_bin(rate: int, edge_hz: float) -> int:
@@ -134,7 +135,7 @@ class HighBandEnvelope(keras.layers.Layer):
     (:func:`played_level_db`), ``contrast`` its spread across bands (:func:`with_contrast`). The
     fine structure scaled to it is the input's own band, or above ``copy_hz`` (0 = nowhere) the
     band below the edge replicated upwards (:func:`copy_source_bins`). ``hop``: the STFT's hop,
-    output samples (a power of two, at most ``N_FFT / 2``); the predictor's frames are that far apart.
+    output samples (one of ``HIGH_BAND_HOPS``); the predictor's frames are that far apart.
     Any length works.
     """
 
@@ -147,8 +148,8 @@ class HighBandEnvelope(keras.layers.Layer):
         self.gain_db, self.tilt_db = float(gain_db), float(tilt_db)
         self.copy_hz, self.contrast = float(copy_hz), float(contrast)
         self.hop = int(hop)
-        if self.hop not in VALID_HOPS:
-            raise ValueError(f"hop must be one of {VALID_HOPS} output samples, got {hop}")
+        if self.hop not in HIGH_BAND_HOPS:
+            raise ValueError(f"hop must be one of {HIGH_BAND_HOPS} output samples, got {hop}")
         self.edge = edge_bin(self.rate, self.edge_hz)
         self.float_constants = False  # see _matrices
         if self.copy_hz:

@@ -1,11 +1,12 @@
 """Lean inference runtime: the exported LiteRT model beside a ``.keras`` model, without TensorFlow.
 
 ``speechsr.export`` (``make export``) writes ``NAME.tflite`` (float32) and, on request,
-``NAME.int8.tflite`` (int8 weights) next to ``NAME.keras``, each with a sidecar ``NAME[.int8].tflite.json`` holding the
-SHA-256 of the ``.keras`` file it came from, the model settings and the export check; an export
-whose recorded hash differs from the ``.keras`` file is never used. This module loads it with ``ai_edge_litert`` (TensorFlow Lite's own
-runtime, XNNPACK kernels) and imports neither TensorFlow nor Keras, so a process that only
-upsamples starts in a fraction of a second.
+``NAME.int8.tflite`` (int8 weights) next to ``NAME.keras``, each with a sidecar
+``NAME[.int8].tflite.json`` holding the SHA-256 of the ``.keras`` file it came from, the model
+settings and the export check; an export whose recorded hash differs from the ``.keras`` file is
+never used. This module loads it with ``ai_edge_litert`` (TensorFlow Lite's own runtime, XNNPACK
+kernels) and imports neither TensorFlow nor Keras, so a process that only upsamples starts in a
+fraction of a second.
 
 Both runtimes sit behind :class:`WindowRunner`: a callable on low-res windows
 ``[n, T, 1]`` float32 -> ``[n, T * factor, 1]`` float32 (``T`` low-res samples), which

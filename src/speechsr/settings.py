@@ -21,6 +21,9 @@ from typing import Any, Callable
 from speechsr import bandlimit
 from speechsr.channel import LOW_RES_CHANNELS
 
+#: STFT hops (output samples) the high-band envelope layer takes (``speechsr.high_band``).
+HIGH_BAND_HOPS = (64, 128, 256)
+
 SETTINGS_FILES = {
     "data": "data_settings.json",
     "model": "model_settings.json",
@@ -149,7 +152,7 @@ class ModelSettings:
     high_band_contrast: float = _field("float", lambda v: 0.25 <= v <= 4, "spread of the played envelope "
                                        "across its bands about the frame's level, times the predicted spread "
                                        "(1 = as predicted; above 1 sharper)", default=1.0)
-    high_band_hop: int = _field("int", lambda v: v in (64, 128, 256), "hop of the layer's STFT, output "
+    high_band_hop: int = _field("int", lambda v: v in HIGH_BAND_HOPS, "hop of the layer's STFT, output "
                                 "samples (64, 128 or 256; its window is 512): the predictor's frame spacing, and "
                                 "what the layer costs, which halves as the hop doubles", default=128)
 
