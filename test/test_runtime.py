@@ -70,6 +70,11 @@ def test_export_skips_when_current_and_detects_a_changed_model(tiny_export, tmp_
     runtime.export_sidecar(copy.with_suffix(".tflite")).write_bytes(
         runtime.export_sidecar(path.with_suffix(".tflite")).read_bytes())
     runtime.export_info(copy)
+    exported = copy.with_suffix(".tflite")
+    exported.write_bytes(path.with_suffix(".tflite").read_bytes()[:-100])  # e.g. a copy cut short
+    with pytest.raises(runtime.ExportUnavailable, match="damaged"):
+        runtime.load_lite(copy)
+    exported.write_bytes(path.with_suffix(".tflite").read_bytes())
     model_io.save_model(perturbed_model(s, seed=2), copy, s)
     with pytest.raises(runtime.ExportUnavailable, match="another version"):
         runtime.export_info(copy)
@@ -95,6 +100,20 @@ def test_tiny_export_equals_keras_through_the_upsampler(tiny_export):
     assert lite.runtime == "lite" and lite.model_calls == 3
     assert y_lite.shape == y_tf.shape == (len(x) * 4,)
     assert snr_db(y_tf, y_lite) >= 60
+
+
+def test_batches_split_over_single_threaded_interpreters_give_each_windows_output(tiny_export):
+    path, _, _ = tiny_export
+    exported, _ = runtime.export_info(path)
+    runner = runtime.LiteRunner(exported, num_threads=2)
+    windows = np.stack([speech_like(0.256, 4000, seed=k) for k in range(3)])[:, :, None]
+    alone = np.concatenate([runner(w[None]) for w in windows])  # one window: the 2-thread interpreter
+    assert runner._parts == []
+    together = runner(windows)  # 3 windows: parts of 2 and 1, run at the same time
+    assert len(runner._parts) == 2 and together.shape == alone.shape == (3, windows.shape[1] * 4, 1)
+    assert np.abs(alone).max() > 0.01
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(runner(windows[::-1]), alone[::-1], atol=1e-5)  # in order, whatever the content
 
 
 # ------------------------------------------------------------------ shipped model, real speech
