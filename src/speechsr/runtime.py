@@ -143,8 +143,8 @@ class LiteRunner(WindowRunner):
 
     ``num_threads`` (default: all CPUs this process may use): a batch of ``n >= 2`` windows is
     split into ``min(n, num_threads)`` contiguous parts, each run at the same time by its own
-    single-threaded interpreter. On the 2-core machine that is 8 % faster for the default model
-    and 30 % for the fast one than one interpreter on 2 threads (README, Benchmarks), and the
+    single-threaded interpreter. On the 2-core machine that is 8-9 % faster for the default model
+    and 19-20 % for the fast one than one interpreter on 2 threads (README, Benchmarks), and the
     output is the same within float rounding: each window is computed alone either way. A lone
     window (a short file) runs on one interpreter with all threads, unless the single-threaded
     ones exist already (a long file's last batch): each interpreter holds its own copy of the
