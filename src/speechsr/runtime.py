@@ -161,8 +161,6 @@ class LiteRunner(WindowRunner):
         self._whole: _Interpreter | None = None  # all threads, for a lone window
         self._parts: list[_Interpreter] = []  # single-threaded, for batches of >= 2 windows
         self._pool = None
-        if self.num_threads == 1:
-            self._parts = [_Interpreter(self.path, 1)]  # loads the model now: a bad file fails here
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         windows = np.ascontiguousarray(windows, dtype=np.float32)
@@ -174,7 +172,7 @@ class LiteRunner(WindowRunner):
                 self._whole = _Interpreter(self.path, self.num_threads)
             self._whole.set_input(windows)
             return self._whole.invoke()
-        if len(self._parts) < parts:
+        if not self._parts:
             from concurrent.futures import ThreadPoolExecutor
             self._parts = [_Interpreter(self.path, 1) for _ in range(self.num_threads)]
             self._pool = ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="litert")
