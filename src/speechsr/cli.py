@@ -6,6 +6,7 @@
   speechsr splice ...                preprocessing/splice_raw_data.py
   speechsr split ...                 preprocessing/test_train_split.py
   speechsr export ...                export_model.py
+  speechsr compose ...               compose_model.py
   speechsr build-op                  src/build_ops.sh: build the optional compiled subpixel op
   speechsr --version                 package version, shipped model card version, subpixel path
 
@@ -125,7 +126,7 @@ def check_model_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 def add_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
     parser.add_argument("--model", help="trained .keras model, or a shipped one by name: pretrained (the default "
-                        "4x model, upsampling setting 'model'), fast (4x, about 4x faster), telephony (8 kHz phone "
+                        "4x model, upsampling setting 'model'), fast (4x, about 2x faster), telephony (8 kHz phone "
                         "speech); default: chosen per input (4 kHz: pretrained, 8 kHz phone band: telephony)")
     settings.add_settings_arguments(parser)
     settings.add_override_arguments(parser, "--window-seconds", "--batch-size", "--input-lowpass")
@@ -155,6 +156,7 @@ COMMANDS = {
     "splice": ("preprocessing/splice_raw_data.py", "cut a corpus into aligned 16 kHz / 4 kHz clip pairs"),
     "split": ("preprocessing/test_train_split.py", "train/validation/test CSV lists, split by recording"),
     "export": ("export_model.py", "export models to LiteRT for the lean runtime"),
+    "compose": ("compose_model.py", "a model from one model's U-Net and a blend of others' high-band layers"),
     "build-op": ("src/build_ops.sh", "build the compiled subpixel-shuffle op (optional; needs g++)"),
 }
 

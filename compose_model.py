@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Compose a model from trained parts: the U-Net of one model and the high-band envelope layer
+of another, or a weighted blend of several such layers (same shape; fractions sum to 1).
+
+The composed model's high_band_* settings (how the layer plays: gain, tilt, contrast) are those
+of the first --high-band model. OUT is written with its .json sidecar (settings, the U-Net
+model's training record, and the composition); nothing is written unless it all succeeds.
+
+Examples (the shipped default, version 3.0, was made this way: models/pretrained/README.md):
+  python compose_model.py --unet models/librispeech_three_quarter/best.keras \\
+      --high-band models/pretrained/model.keras -o models/librispeech_three_quarter/graft.keras
+  python compose_model.py --unet models/librispeech_three_quarter/best.keras \\
+      --high-band v2.2/model.keras models/librispeech_three_quarter_high_band/best.keras \\
+      --fractions 0.7 0.3 -o models/librispeech_three_quarter/blend.keras
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
+from speechsr import cli
+from speechsr.audio import AudioError
+from speechsr.loading import import_tensorflow_quietly
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--unet", required=True, metavar="MODEL", help="trained model whose U-Net is used")
+    p.add_argument("--high-band", required=True, nargs="+", metavar="MODEL",
+                   help="trained model(s) whose high-band layers are blended; the first gives the play settings")
+    p.add_argument("--fractions", nargs="+", type=float, metavar="F",
+                   help="one fraction per --high-band model, each in [0, 1], summing to 1 (default: 1 for one model)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="the composed model (.keras)")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> list[Path]:
+    """The model files; ValueError (one line) for bad arguments, before TensorFlow loads."""
+    models = cli.check_model_files([args.unet, *args.high_band])
+    fractions = args.fractions if args.fractions is not None else ([1.0] if len(args.high_band) == 1 else None)
+    if fractions is None:
+        raise ValueError(f"--fractions: give one per --high-band model ({len(args.high_band)})")
+    if len(fractions) != len(args.high_band):
+        raise ValueError(f"--fractions: {len(fractions)} given for {len(args.high_band)} --high-band model(s)")
+    if any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"--fractions must each be in [0, 1] and sum to 1, got {fractions}")
+    out = Path(args.output)
+    if out.suffix != ".keras":
+        raise ValueError(f"{out}: the output must be a .keras file")
+    if out.resolve() in [m.resolve() for m in models]:
+        raise ValueError(f"{out}: the output must not be one of the source models")
+    cli.check_output_folder(out.parent)
+    args.fractions = fractions
+    return models
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cli.start_script()
+    try:
+        models = check_args(args)
+    except (ValueError, AudioError) as e:
+        return cli.failure_exit_code(e, (ValueError, AudioError), "")
+    import_tensorflow_quietly()
+    from speechsr import model_io  # TensorFlow: imported once the arguments are checked
+    from speechsr.composition import compose_model
+    try:
+        model, model_settings, info = compose_model(models[0], models[1:], args.fractions)
+        model_io.save_model(model, args.output, model_settings, info)
+    except (ValueError, OSError) as e:
+        return cli.failure_exit_code(e, (ValueError, OSError), "interrupted; nothing written")
+    blend = " + ".join(f"{f:g} x {m}" for f, m in zip(args.fractions, models[1:]))
+    print(f"wrote {args.output}: U-Net of {models[0]}, high-band layer {blend}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""compose_model.py / speechsr.composition: a model from one model's U-Net and a weighted blend of
+other models' high-band layers (how the shipped default was made)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import perturbed_model, speech_like, tiny_model_settings
+from speechsr import model_io
+
+HB = {"high_band_bands": 8, "high_band_channels": 8, "high_band_layers": 2}
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """A wider U-Net without a layer, and two models (another U-Net) with layers played differently."""
+    root = tmp_path_factory.mktemp("parts")
+    unet_s = tiny_model_settings(first_filters=12, filter_cap=24)
+    hb_s = [tiny_model_settings(**HB, high_band_contrast=2.0, high_band_gain_db=-4.0),
+            tiny_model_settings(**HB, high_band_contrast=1.0, high_band_gain_db=0.0)]
+    paths = {"unet": root / "unet.keras", "a": root / "a.keras", "b": root / "b.keras",
+             "wide": root / "wide.keras"}
+    model_io.save_model(perturbed_model(unet_s, seed=1), paths["unet"], unet_s, {"epoch": 7})
+    for name, s, seed in (("a", hb_s[0], 2), ("b", hb_s[1], 3)):
+        model_io.save_model(perturbed_model(s, seed=seed), paths[name], s)
+    wide_s = tiny_model_settings(**{**HB, "high_band_channels": 16})
+    model_io.save_model(perturbed_model(wide_s, seed=4), paths["wide"], wide_s)
+    return paths
+
+
+def _weights(path, layer):
+    model, _, _ = model_io.load_model(path)
+    return model.get_layer(layer).get_weights()
+
+
+def test_composed_model_has_the_unet_of_one_and_the_blended_layer_of_others(parts, script_main, tmp_path):
+    out = tmp_path / "composed.keras"
+    res = script_main("compose_model.py", "--unet", parts["unet"], "--high-band", parts["a"], parts["b"],
+                      "--fractions", "0.7", "0.3", "-o", out)
+    assert res.returncode == 0, res.stderr
+    model, s, info = model_io.load_model(out)
+    unet, unet_s, _ = model_io.load_model(parts["unet"])
+    assert (s.first_filters, s.filter_cap) == (unet_s.first_filters, unet_s.filter_cap) == (12, 24)
+    assert (s.high_band_contrast, s.high_band_gain_db, s.high_band_bands) == (2.0, -4.0, 8)  # the first source's
+    assert info["epoch"] == 7 and [h["fraction"] for h in info["composition"]["high_band"]] == [0.7, 0.3]
+    for layer in unet.layers:
+        for got, want in zip(model.get_layer(layer.name).get_weights(), layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    a, b = _weights(parts["a"], "high_band"), _weights(parts["b"], "high_band")
+    got = model.get_layer("high_band").get_weights()
+    for g, x, y in zip(got, a, b, strict=True):
+        np.testing.assert_allclose(g, 0.7 * x + 0.3 * y, atol=1e-6)
+    assert any(not np.allclose(g, x) for g, x in zip(got, a))
+    x = speech_like(1.0, 4000, seed=2)[:3968]
+    y = model(x[None, :, None]).numpy()[0, :, 0]
+    assert y.shape == (4 * len(x),) and np.isfinite(y).all()
+
+
+def test_one_layer_source_is_copied_whole(parts, script_main, tmp_path):
+    out = tmp_path / "graft.keras"
+    assert script_main("compose_model.py", "--unet", parts["unet"], "--high-band", parts["b"], "-o", out).returncode == 0
+    for g, want in zip(_weights(out, "high_band"), _weights(parts["b"], "high_band"), strict=True):
+        np.testing.assert_array_equal(g, want)
+    assert json.loads(out.with_suffix(".json").read_text())["model_settings"]["high_band_contrast"] == 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fractions", "0.5", "0.6"], "sum to 1"),
+    (["--fractions", "1.0"], "1 given for 2"),
+    ([], "one per --high-band"),
+])
+def test_bad_fractions_fail_in_one_line_before_anything_is_written(parts, script_main, tmp_path, args, message):
+    out = tmp_path / "x.keras"
+    res = script_main("compose_model.py", "--unet", parts["unet"], "--high-band", parts["a"], parts["b"], *args,
+                      "-o", out)
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_layers_of_different_shapes_or_a_source_without_a_layer_are_refused(parts, script_main, tmp_path):
+    out = tmp_path / "x.keras"
+    res = script_main("compose_model.py", "--unet", parts["unet"], "--high-band", parts["a"], parts["wide"],
+                      "--fractions", "0.5", "0.5", "-o", out)
+    assert res.returncode == 2 and "differ in shape" in res.stderr
+    res = script_main("compose_model.py", "--unet", parts["a"], "--high-band", parts["unet"], "-o", out)
+    assert res.returncode == 2 and "no high-band layer" in res.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()
