@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_script, speech_like
+from conftest import perturbed_model, run_script, speech_like
 from speechsr import audio, settings, splicing
 from speechsr.splicing import read_manifest, splice_corpus
 
@@ -513,3 +513,21 @@ def test_shared_cli_checks_are_one_line_errors(tmp_path):
     (tmp_path / "m.keras").write_bytes(b"")
     with pytest.raises(ValueError, match=r"m.keras: no trained model \(with its .json sidecar\) there"):
         cli.check_model_files([tmp_path / "m.keras"])
+
+
+def test_a_model_and_its_sidecar_are_replaced_together_or_not_at_all(tiny_model, tmp_path, monkeypatch):
+    import errno
+    from speechsr import model_io
+    path = tmp_path / "m.keras"
+    model_io.save_model(tiny_model.model, path, tiny_model.settings, {"epoch": 1})
+    before = path.read_bytes(), path.with_suffix(".json").read_text()
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    other = perturbed_model(tiny_model.settings, seed=9)  # other weights: other bytes
+    with pytest.raises(OSError, match="No space"):
+        model_io.save_model(other, path, tiny_model.settings, {"epoch": 2})
+    monkeypatch.undo()
+    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before  # the old pair, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]  # no temporaries left

@@ -30,13 +30,13 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, model_settings, extra: dict | None = None) -> None:
-    """Write ``path`` (.keras) and its ``.json`` sidecar atomically."""
+    """Write ``path`` (.keras) and its ``.json`` sidecar atomically, as a pair: both are written to
+    temporary files first, so a failure in either (a full disk) leaves neither changed."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
     info = {"model_settings": settings_mod.to_json(model_settings), **(extra or {})}
-    with atomic_path(sidecar_path(path)) as tmp:
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path)) as tmp_info:
+        model.save(tmp_model)
+        tmp_info.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def load_model(path: str | os.PathLike) -> tuple[keras.Model, "settings_mod.ModelSettings", dict]:
