@@ -21,6 +21,7 @@ from pathlib import Path
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import cli
 from speechsr.audio import AudioError
+from speechsr.composition import check_fractions, compose_model  # TensorFlow only once composing
 from speechsr.loading import import_tensorflow_quietly
 
 
@@ -38,20 +39,13 @@ def parse_args(argv=None):
 def check_args(args) -> list[Path]:
     """The model files; ValueError (one line) for bad arguments, before TensorFlow loads."""
     models = cli.check_model_files([args.unet, *args.high_band])
-    fractions = args.fractions if args.fractions is not None else ([1.0] if len(args.high_band) == 1 else None)
-    if fractions is None:
-        raise ValueError(f"--fractions: give one per --high-band model ({len(args.high_band)})")
-    if len(fractions) != len(args.high_band):
-        raise ValueError(f"--fractions: {len(fractions)} given for {len(args.high_band)} --high-band model(s)")
-    if any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"--fractions must each be in [0, 1] and sum to 1, got {fractions}")
+    args.fractions = check_fractions(args.fractions, len(args.high_band))
     out = Path(args.output)
     if out.suffix != ".keras":
         raise ValueError(f"{out}: the output must be a .keras file")
     if out.resolve() in [m.resolve() for m in models]:
         raise ValueError(f"{out}: the output must not be one of the source models")
     cli.check_output_folder(out.parent)
-    args.fractions = fractions
     return models
 
 
@@ -64,7 +58,6 @@ def main(argv=None) -> int:
         return cli.failure_exit_code(e, (ValueError, AudioError), "")
     import_tensorflow_quietly()
     from speechsr import model_io  # TensorFlow: imported once the arguments are checked
-    from speechsr.composition import compose_model
     try:
         model, model_settings, info = compose_model(models[0], models[1:], args.fractions)
         model_io.save_model(model, args.output, model_settings, info)

@@ -18,21 +18,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import keras
 import numpy as np
 
-from speechsr import model_io
-from speechsr.model import build_model
 from speechsr.settings import ModelSettings
 
-#: the sublayer holding the high-band envelope predictor in every model (speechsr.model.build_model)
-HIGH_BAND_LAYER = "high_band"
+if TYPE_CHECKING:
+    import keras
 
 
-def _is_high_band_setting(name: str) -> bool:
-    return name.startswith("high_band_")
+def check_fractions(fractions: Sequence[float] | None, count: int) -> list[float]:
+    """The blend fractions of ``count`` high-band layers (``None``: ``[1.0]`` for one layer);
+    ValueError (one line, named as compose_model.py's flags) unless there is one per layer, each
+    in [0, 1], summing to 1. Imports no TensorFlow: the script checks its arguments with it first."""
+    if fractions is None:
+        if count != 1:
+            raise ValueError(f"--fractions: give one per --high-band model ({count})")
+        return [1.0]
+    if len(fractions) != count:
+        raise ValueError(f"--fractions: {len(fractions)} given for {count} --high-band model(s)")
+    if any(not 0 <= f <= 1 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ValueError(f"--fractions must each be in [0, 1] and sum to 1, got {list(fractions)}")
+    return [float(f) for f in fractions]
 
 
 def composed_settings(unet: ModelSettings, high_band: ModelSettings) -> ModelSettings:
@@ -40,20 +48,15 @@ def composed_settings(unet: ModelSettings, high_band: ModelSettings) -> ModelSet
     if (unet.input_rate, unet.output_rate) != (high_band.input_rate, high_band.output_rate):
         raise ValueError(f"the U-Net maps {unet.input_rate} -> {unet.output_rate} Hz but the high-band "
                          f"layer's model {high_band.input_rate} -> {high_band.output_rate} Hz")
-    if not high_band.high_band_bands:
-        raise ValueError("the high-band source has no high-band layer (high_band_bands 0)")
     layer = {f.name: getattr(high_band, f.name) for f in dataclasses.fields(ModelSettings)
-             if _is_high_band_setting(f.name)}
+             if f.name.startswith("high_band_")}
     return dataclasses.replace(unet, **layer)
 
 
 def blend_weights(layers: Sequence[keras.layers.Layer], fractions: Sequence[float]) -> list[np.ndarray]:
     """Weights sum(fraction_i x weights of layer_i); the layers must have the same weight shapes
-    and the fractions (each in [0, 1]) must sum to 1."""
-    if len(layers) != len(fractions) or not layers:
-        raise ValueError(f"{len(layers)} layer(s) but {len(fractions)} fraction(s)")
-    if any(not 0 <= f <= 1 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ValueError(f"blend fractions must each be in [0, 1] and sum to 1, got {list(fractions)}")
+    and the fractions must pass :func:`check_fractions`."""
+    fractions = check_fractions(fractions, len(layers))
     weights = [layer.get_weights() for layer in layers]
     shapes = [[w.shape for w in ws] for ws in weights]
     if any(s != shapes[0] for s in shapes[1:]):
@@ -66,15 +69,15 @@ def blend_weights(layers: Sequence[keras.layers.Layer], fractions: Sequence[floa
 def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | os.PathLike],
                   fractions: Sequence[float] | None = None) -> tuple[keras.Model, ModelSettings, dict]:
     """``(model, model_settings, provenance)``: the U-Net of ``unet_path`` and the high-band layer
-    blended from ``high_band_paths`` with ``fractions`` (default: all from the one path given).
+    blended from ``high_band_paths`` with ``fractions`` (:func:`check_fractions`; default: all
+    from the one path given). Loads TensorFlow.
 
     The provenance dict (for :func:`speechsr.model_io.save_model`) keeps the U-Net model's
     training record and names every source with its fraction under ``"composition"``.
     """
-    if fractions is None:
-        fractions = [1.0] * len(high_band_paths)
-    if len(fractions) != len(high_band_paths):
-        raise ValueError(f"{len(high_band_paths)} high-band model(s) but {len(fractions)} fraction(s)")
+    from speechsr import model_io
+    from speechsr.model import HIGH_BAND_LAYER, build_model, copy_layer_weights
+    fractions = check_fractions(fractions, len(high_band_paths))
     unet, unet_settings, unet_info = model_io.load_model(unet_path)
     sources = [model_io.load_model(p) for p in high_band_paths]
     for path, (_, s, _) in zip(high_band_paths, sources):
@@ -82,23 +85,13 @@ def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | 
             raise ValueError(f"{path}: this model has no high-band layer (high_band_bands 0)")
     settings = composed_settings(unet_settings, sources[0][1])
     model = build_model(settings)
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if layer.name == HIGH_BAND_LAYER:
-            layer.set_weights(blend_weights([m.get_layer(HIGH_BAND_LAYER) for m, _, _ in sources], fractions))
-        else:
-            try:
-                source = unet.get_layer(layer.name)
-            except ValueError:
-                raise ValueError(f"{unet_path}: no layer {layer.name!r}; not a U-Net of this package") from None
-            if [w.shape for w in source.get_weights()] != [w.shape for w in layer.get_weights()]:
-                raise ValueError(f"{unet_path}: layer {layer.name!r} differs in shape from its settings")
-            layer.set_weights(source.get_weights())
+    copy_layer_weights(model, unet, skip=(HIGH_BAND_LAYER,))
+    model.get_layer(HIGH_BAND_LAYER).set_weights(
+        blend_weights([m.get_layer(HIGH_BAND_LAYER) for m, _, _ in sources], fractions))
     info = {k: v for k, v in unet_info.items() if k != "model_settings"}
     info["composition"] = {
         "unet": str(unet_path),
-        "high_band": [{"model": str(p), "fraction": float(f)} for p, f in zip(high_band_paths, fractions)],
+        "high_band": [{"model": str(p), "fraction": f} for p, f in zip(high_band_paths, fractions)],
         "high_band_settings_from": str(high_band_paths[0]),
     }
     return model, settings, info

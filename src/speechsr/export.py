@@ -38,7 +38,7 @@ import tensorflow as tf
 from speechsr import model_io, runtime
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
-from speechsr.model import _activation, high_band_layer, level_filters, level_kernel, required_multiple, sinc_interpolation_kernel
+from speechsr.model import HIGH_BAND_LAYER, _activation, high_band_layer, level_filters, level_kernel, required_multiple, sinc_interpolation_kernel
 
 log = logging.getLogger("speechsr")
 
@@ -157,7 +157,7 @@ def export_model(model_path: str | Path, variant: str = "lite", force: bool = Fa
     export = build_export_model(s)
     copy_weights(trained, export, s)
     if variant == "lite-int8" and s.high_band_bands:
-        export.get_layer("high_band").float_constants = True  # int8 U-Net and predictor, float32 DFTs
+        export.get_layer(HIGH_BAND_LAYER).float_constants = True  # int8 U-Net and predictor, float32 DFTs
     flatbuffer = convert(export, variant)
 
     x = check_signal(s)

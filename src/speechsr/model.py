@@ -148,13 +148,25 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
     return keras.Model(x_in, y, name=name)
 
 
+#: name of the high-band envelope layer in every model of :func:`build_model`
+HIGH_BAND_LAYER = "high_band"
+
+
+def copy_layer_weights(target: keras.Model, source: keras.Model, skip: tuple[str, ...] = ()) -> None:
+    """Give each layer of ``target`` with weights (but those named in ``skip``) the weights of
+    ``source``'s layer of the same name; ValueError when ``source`` lacks it or its shapes differ."""
+    for layer in target.layers:
+        if layer.weights and layer.name not in skip:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
 def high_band_layer(s: ModelSettings) -> HighBandEnvelope:
     """The learned high-band envelope of model settings ``s`` (edge ``high_band_edge_hz``, else the
     input's Nyquist)."""
     return HighBandEnvelope(s.output_rate, high_band_edge(s), s.high_band_bands,
                             s.high_band_channels, s.high_band_layers, s.high_band_kernel, s.high_band_gain_db,
                             s.high_band_tilt_db, s.high_band_copy_hz, s.high_band_contrast, s.high_band_hop,
-                            name="high_band")
+                            name=HIGH_BAND_LAYER)
 
 
 def conv_flops_per_second(s: ModelSettings) -> float:
@@ -168,7 +180,7 @@ def conv_flops_per_second(s: ModelSettings) -> float:
             total += 2.0 * layer.output.shape[1] * k * cin * cout
         elif isinstance(layer, SincInterpolation1D):
             total += 2.0 * length * (2 * layer.taps + 1) * layer.factor
-    high_band = model.get_layer("high_band").flops_per_second() if s.high_band_bands else 0.0
+    high_band = model.get_layer(HIGH_BAND_LAYER).flops_per_second() if s.high_band_bands else 0.0
     return total * s.input_rate / length + high_band
 
 

@@ -47,7 +47,7 @@ from speechsr import adversarial, dataset, losses, metrics, signals
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
 from speechsr.geometry import high_band_edge
-from speechsr.model import build_model, required_multiple
+from speechsr.model import HIGH_BAND_LAYER, build_model, copy_layer_weights, required_multiple
 from speechsr.model_io import ModelNotFoundError, load_model, save_model
 from speechsr.plots import training_curves
 from speechsr.split import SplitError, read_split_csv
@@ -203,9 +203,7 @@ def init_weights(model: keras.Model, ms: settings_mod.ModelSettings, path: Path)
     copy_high_band = high_band_edge(source_settings) == high_band_edge(ms) and all(
         getattr(source_settings, k) == getattr(ms, k) for k in (
             "high_band_bands", "high_band_channels", "high_band_layers", "high_band_kernel"))
-    for layer in model.layers:
-        if layer.weights and (layer.name != "high_band" or copy_high_band):
-            layer.set_weights(source.get_layer(layer.name).get_weights())
+    copy_layer_weights(model, source, skip=() if copy_high_band else (HIGH_BAND_LAYER,))
     log.info("initialised from %s%s", path, "" if copy_high_band else " (the U-Net; a new high-band layer)")
 
 
