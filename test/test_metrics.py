@@ -49,6 +49,18 @@ def test_high_band_10_db_down(speech):
     assert s["lsd_hf"] == pytest.approx(1.0, abs=0.15)  # 10 dB = 1 log10-power unit in every bin
 
 
+def test_lsd_follows_the_peers_protocol():
+    """AP-BWE/NVSR: power floored (not offset) at 1e-8, centred frames with reflect padding."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=RATE)
+    silent = np.zeros(RATE)
+    # log10 of the floor against log10 of white noise's power: a floor of 1e-8 gives 8 + log10 P
+    power = np.mean(np.abs(np.fft.rfft(x[:2048] * np.hanning(2048))) ** 2)
+    assert metrics.lsd(x, silent) == pytest.approx(np.log10(power) + 8, abs=0.4)
+    # reflect padding: a constant-level signal has no quiet edge frames, so a 6 dB change is 0.6 in every frame
+    assert metrics.lsd(x, 0.5 * x) == pytest.approx(0.602, abs=1e-3)
+
+
 def test_noise_added_in_pauses():
     rng = np.random.default_rng(0)
     voice = speech_like(1.0, RATE, seed=4).astype(np.float64)
@@ -68,13 +80,15 @@ def test_perceptual_metrics_rank_a_lost_band_below_the_original(speech):
     lost = metrics.perceptual(speech, low, RATE)
     assert same["visqol"] > 4.0 and same["stoi"] > 0.99
     assert lost["visqol"] < same["visqol"] - 0.3
+    assert same["visqol_a48"] > 4.5  # audio mode's ceiling is 4.73
+    assert lost["visqol_a48"] < same["visqol_a48"] - 0.5
     assert 1.0 <= lost["p808"] <= 5.0
 
 
 def test_metrics_that_cannot_score_give_nan_not_an_error():
     short = speech_like(0.05, RATE, seed=5)
     scores = metrics.perceptual(short, short, RATE)
-    assert math.isnan(scores["visqol"])
+    assert math.isnan(scores["visqol"]) and math.isnan(scores["visqol_a48"])
     assert math.isnan(metrics.perceptual(np.zeros(RATE), np.zeros(RATE), RATE)["p808"])  # silent
 
 
@@ -98,7 +112,7 @@ def test_summary_leaves_out_and_counts_empty_cells():
 def test_pick_listening_files_takes_first_then_worst():
     rows = []
     for i, gain in enumerate([0.5, 0.4, -0.3, 0.2, -0.9, 0.1]):
-        rows.append({"model_visqol": 3.0 + gain, "sinc_visqol": 3.0})
+        rows.append({"model_visqol_a48": 3.0 + gain, "sinc_visqol_a48": 3.0})
     assert evaluation.pick_listening_files(rows, first=2, worst=2) == [0, 1, 4, 2]
 
 
@@ -123,6 +137,7 @@ def test_evaluate_scores_perceptual_metrics_in_workers_and_survives_a_rejected_f
     rows = evaluation.evaluate(files, tiny_upsampler, progress=False, perceptual=True, jobs=1)
     assert len(rows) == 2
     assert math.isfinite(rows[0]["model_visqol"]) and math.isfinite(rows[0]["reference_p808"])
+    assert 1.0 <= rows[0]["model_visqol_a48"] <= 4.8
     assert math.isnan(rows[1]["model_visqol"]) and math.isfinite(rows[1]["model_snr"])
     assert evaluation.summary(rows)["model_visqol_missing"] == 1
 

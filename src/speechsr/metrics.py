@@ -2,14 +2,17 @@
 
 - SNR (dB) = 20 log10(||y|| / ||y - y_hat||) over the whole signal.
 - LSD = mean over STFT frames of sqrt(mean over frequency bins of (log10 P - log10 P_hat)^2),
-  with P = |STFT|^2 + 1e-10, n_fft 2048, hop 512, Hann window (librosa, centred frames);
+  with P = max(|STFT|^2, 1e-8), n_fft 2048, hop 512, Hann window, centred frames with reflect
+  padding: AP-BWE's and NVSR's definition (``../shared/data/peer-samples/README.md``).
   LSD-LF / LSD-HF: the same over the bins below / at or above the input's Nyquist frequency.
 - High-band energy (dB): 10 log10 of the output's STFT energy at or above the input's Nyquist
   frequency over the reference's, whole file (0 dB is right; sinc gives about -80 dB).
 - Pause noise (dB): the same ratio over the frames where the reference's total energy is at
   least 40 dB below its loudest frame (hiss added in silences; 0 dB is right).
-- ViSQOL v3 speech mode (MOS-LQO 1-5) at 16 kHz with the lattice mapper (C++ default),
-  STOI (0-1) and DNSMOS P.808 MOS (non-intrusive, 1-5): see :func:`perceptual`.
+- ViSQOL-a48 (headline, MOS-LQO 1-5): ViSQOL v3 in *audio* mode at 48 kHz, both signals
+  resampled to 48 kHz (soxr HQ, as librosa's default): AP-BWE's ``cal_visqol_48k.py`` protocol.
+- Reported only: ViSQOL v3 speech mode at 16 kHz with the lattice mapper (C++ default), STOI
+  (0-1); listening check: DNSMOS P.808 MOS (non-intrusive, 1-5). See :func:`perceptual`.
 
 ``y`` is the reference and ``y_hat`` the estimate, both ``[time]`` at the same rate (Hz); the
 longer one is cut to the shorter one's length.
@@ -22,7 +25,9 @@ import warnings
 import numpy as np
 import librosa
 
-EPS = 1e-10
+#: Floor of the STFT power before log10 (AP-BWE's ``clamp(1e-8)``); also keeps ratios finite.
+POWER_FLOOR = 1e-8
+EPS = 1e-10  # added to band sums before a ratio (high-band energy, pause noise)
 N_FFT = 2048
 HOP = 512
 
@@ -41,10 +46,16 @@ def snr(y: np.ndarray, y_hat: np.ndarray) -> float:
     return float(20 * np.log10(np.linalg.norm(y) / noise))
 
 
+def _power_spectrogram(x: np.ndarray) -> np.ndarray:
+    """|STFT|^2, ``[freq_bins, frames]``: n_fft 2048, hop 512, Hann, centred with reflect padding."""
+    spec = librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann",
+                        center=True, pad_mode="reflect")
+    return np.abs(spec) ** 2
+
+
 def log_power_spectrogram(x: np.ndarray) -> np.ndarray:
-    """log10(|STFT|^2 + 1e-10), shape ``[freq_bins, frames]`` (n_fft 2048, hop 512, Hann)."""
-    spec = librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann")
-    return np.log10(np.abs(spec) ** 2 + EPS)
+    """log10(max(|STFT|^2, 1e-8)), shape ``[freq_bins, frames]`` (n_fft 2048, hop 512, Hann)."""
+    return np.log10(np.maximum(_power_spectrogram(x), POWER_FLOOR))
 
 
 def lsd(y: np.ndarray, y_hat: np.ndarray) -> float:
@@ -62,11 +73,6 @@ def snr_lsd(y: np.ndarray, y_hat: np.ndarray) -> dict:
 PAUSE_THRESHOLD_DB = 40.0
 
 
-def _power_spectrogram(x: np.ndarray) -> np.ndarray:
-    spec = librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann")
-    return np.abs(spec) ** 2
-
-
 def _high_bins(rate: int, cutoff_hz: float) -> np.ndarray:
     """Boolean mask ``[freq_bins]`` of the STFT bins at or above ``cutoff_hz``."""
     return librosa.fft_frequencies(sr=rate, n_fft=N_FFT) >= cutoff_hz
@@ -75,7 +81,7 @@ def _high_bins(rate: int, cutoff_hz: float) -> np.ndarray:
 def lsd_bands(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float) -> dict:
     """``{"lsd", "lsd_lf", "lsd_hf"}``: LSD over all bins, below and at/above ``cutoff_hz`` (Hz)."""
     y, y_hat = _align(y, y_hat)
-    diff2 = (np.log10(_power_spectrogram(y) + EPS) - np.log10(_power_spectrogram(y_hat) + EPS)) ** 2
+    diff2 = (log_power_spectrogram(y) - log_power_spectrogram(y_hat)) ** 2
     high = _high_bins(rate, cutoff_hz)
     band = lambda mask: float(np.mean(np.sqrt(np.mean(diff2[mask], axis=0))))  # noqa: E731
     return {"lsd": band(np.ones_like(high)), "lsd_lf": band(~high), "lsd_hf": band(high)}
@@ -125,21 +131,41 @@ DNSMOS_SECONDS = 9.01
 _scorers: dict = {}
 
 
-def _visqol():
-    if "visqol" not in _scorers:
+A48_RATE = 48000
+
+
+def _visqol(mode: str = "speech"):
+    """One ViSQOL scorer per process and mode: ``speech`` (16 kHz, lattice mapper, set
+    explicitly since it is the C++ tool's default) or ``audio`` (48 kHz, the SVR model)."""
+    if mode not in _scorers:
         from visqol import VisqolApi  # optional extra [metrics]: imported where used, like pystoi, speechmos
         api = VisqolApi()
-        api.create(mode="speech", use_lattice_model=True)  # explicit: the C++ tool's default mapper
-        _scorers["visqol"] = api
-    return _scorers["visqol"]
+        if mode == "speech":
+            api.create(mode="speech", use_lattice_model=True)
+        else:
+            api.create(mode="audio")
+        _scorers[mode] = api
+    return _scorers[mode]
+
+
+def visqol_a48(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
+    """ViSQOL-a48: ViSQOL v3 audio-mode MOS-LQO (1-5) of ``y_hat`` against ``y`` (``[time]`` at
+    ``rate`` Hz), both resampled to 48 kHz first (soxr HQ). AP-BWE's protocol; 4.73 for ``y``
+    against itself."""
+    import soxr
+    y, y_hat = _align(y, y_hat)
+    if rate != A48_RATE:
+        y, y_hat = (soxr.resample(s, rate, A48_RATE, quality="HQ") for s in (y, y_hat))
+    return float(_visqol("audio").measure_from_arrays(y, y_hat, A48_RATE).moslqo)
 
 
 def visqol(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
-    """ViSQOL v3 speech-mode MOS-LQO (1-5) of ``y_hat`` against ``y``, both ``[time]`` at 16 kHz."""
+    """ViSQOL v3 speech-mode MOS-LQO (1-5, lattice mapper) of ``y_hat`` against ``y``, both
+    ``[time]`` at 16 kHz. Reported only: it barely separates the peers from sinc."""
     if rate != PERCEPTUAL_RATE:
         raise ValueError(f"ViSQOL speech mode needs {PERCEPTUAL_RATE} Hz, got {rate}")
     y, y_hat = _align(y, y_hat)
-    return float(_visqol().measure_from_arrays(y, y_hat, rate).moslqo)
+    return float(_visqol("speech").measure_from_arrays(y, y_hat, rate).moslqo)
 
 
 def stoi(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> float:
@@ -177,6 +203,7 @@ def guarded(fn, *args) -> float:
 
 
 def perceptual(y: np.ndarray, y_hat: np.ndarray, rate: int = PERCEPTUAL_RATE) -> dict:
-    """``{"visqol", "stoi", "p808"}`` of ``y_hat`` against ``y``; NaN where a metric cannot score."""
-    return {"visqol": guarded(visqol, y, y_hat, rate), "stoi": guarded(stoi, y, y_hat, rate),
-            "p808": guarded(dnsmos_p808, y_hat, rate)}
+    """``{"visqol_a48", "visqol", "stoi", "p808"}`` of ``y_hat`` against ``y``; NaN where a metric
+    cannot score."""
+    return {"visqol_a48": guarded(visqol_a48, y, y_hat, rate), "visqol": guarded(visqol, y, y_hat, rate),
+            "stoi": guarded(stoi, y, y_hat, rate), "p808": guarded(dnsmos_p808, y_hat, rate)}

@@ -54,7 +54,7 @@ def comparison_figure(path: str | os.PathLike, signals: dict, metrics: dict | No
                       max_hz: float = 8000.0) -> None:
     """Spectrogram + waveform rows for ``signals`` (name -> (``[time]`` array, rate Hz)).
 
-    ``metrics`` (name -> {"snr", "lsd", optionally "hf_energy", "visqol", "p808"}) adds an inset
+    ``metrics`` (name -> {"snr", "lsd", optionally "hf_energy", "visqol_a48", "p808"}) adds an inset
     to matching rows. Only the first
     ``max_seconds`` are drawn; the excerpt (``excerpt_seconds``) is the loudest stretch of the
     first signal, at the same time in every row.
@@ -86,7 +86,7 @@ def comparison_figure(path: str | os.PathLike, signals: dict, metrics: dict | No
             m = metrics[name]
             text = [f"SNR {m['snr']:.2f} dB", f"LSD {m['lsd']:.3f}"]
             text += [f"HF energy {m['hf_energy']:.1f} dB"] if np.isfinite(m.get("hf_energy", np.nan)) else []
-            text += [f"ViSQOL {m['visqol']:.2f}"] if np.isfinite(m.get("visqol", np.nan)) else []
+            text += [f"ViSQOL-a48 {m['visqol_a48']:.2f}"] if np.isfinite(m.get("visqol_a48", np.nan)) else []
             text += [f"P.808 {m['p808']:.2f}"] if np.isfinite(m.get("p808", np.nan)) else []
             ax_s.text(0.99, 0.95, "\n".join(text), transform=ax_s.transAxes,
                       ha="right", va="top", color="white", fontsize=9,
