@@ -28,9 +28,15 @@ from functools import lru_cache
 import numpy as np
 import soxr
 
+from speechsr.resamplers import RESAMPLERS
+
 CODECS = ("ulaw", "alaw")
 #: How reference mode and evaluate.py make the low-res input from high-res audio (``--channel``).
-LOW_RES_CHANNELS = ("sox", "telephone")
+#: ``resamplers``: a resampler of :mod:`speechsr.resamplers` drawn per file (by name); a name of
+#: :data:`speechsr.resamplers.RESAMPLERS` (``resample_poly``, ``soxr_qq``...) takes that one.
+LOW_RES_CHANNELS = ("sox", "telephone", "resamplers")
+#: How reference mode (``--channel``) may make the low-res input: a channel or one resampler by name.
+EVALUATION_CHANNELS = LOW_RES_CHANNELS + tuple(k for k in RESAMPLERS if k not in LOW_RES_CHANNELS)
 TELEPHONE_RATE = 8000  # Hz
 #: Width (Hz) of the band-pass's transitions: full attenuation this far outside an edge.
 TRANSITION_HZ = 200.0

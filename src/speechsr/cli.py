@@ -39,7 +39,7 @@ from tqdm import tqdm
 import speechsr
 from speechsr import runtime, settings, signals
 from speechsr.audio import AudioError, audio_info
-from speechsr.channel import LOW_RES_CHANNELS
+from speechsr.channel import EVALUATION_CHANNELS
 
 
 def interrupted(error: BaseException) -> bool:
@@ -137,10 +137,11 @@ def add_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
                              "TensorFlow; lite-int8: its int8-weight export (MODEL.int8.tflite); tf: "
                              "TensorFlow; auto (default): lite-int8, else lite, when its export matches the "
                              "model, else tf")
-    parser.add_argument("--channel", choices=LOW_RES_CHANNELS, default="sox",
+    parser.add_argument("--channel", choices=EVALUATION_CHANNELS, default="sox",
                         help="how the low-res input is made from high-res audio (--reference, evaluate.py): sox "
-                             "(as preprocessing; default) or telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
-                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc)")
+                             "(as preprocessing; default), telephone (a phone line: 300-3400 Hz, 8 kHz, G.711 "
+                             "mu-/A-law; without --model the telephone path is used: telephony model, else sinc), "
+                             "a resampler by name (speechsr.resamplers), or resamplers (one drawn per file)")
 
 
 def upsampling_settings_from_args(args: argparse.Namespace) -> settings.UpsamplingSettings:

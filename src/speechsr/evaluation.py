@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from speechsr import audio, bandlimit, baselines, metrics
+from speechsr import audio, bandlimit, baselines, metrics, resamplers
 from speechsr.audio import atomic_path
-from speechsr.channel import LOW_RES_CHANNELS, TELEPHONE_RATE, TelephoneChannel, clip_seed
+from speechsr.channel import EVALUATION_CHANNELS, TELEPHONE_RATE, TelephoneChannel, clip_seed
 from speechsr.inference import Upsampler
 from speechsr.files import decide_lowpass
 from speechsr.plots import comparison_figure
@@ -40,9 +40,10 @@ log = logging.getLogger("speechsr")
 
 METHODS = ("model", "sinc", "spline")
 SPECTRAL = ("snr", "lsd", "lsd_lf", "lsd_hf", "hf_energy", "pause_noise")
-PERCEPTUAL = ("visqol", "stoi", "p808")
+PERCEPTUAL = ("visqol_a48", "visqol", "stoi", "p808")  # headline first; lattice ViSQOL, STOI reported only
 METRIC_LABELS = {"snr": "SNR (dB)", "lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF",
-                 "hf_energy": "HF energy (dB)", "pause_noise": "pause noise (dB)", "visqol": "ViSQOL",
+                 "hf_energy": "HF energy (dB)", "pause_noise": "pause noise (dB)", "visqol_a48": "ViSQOL-a48",
+                 "visqol": "ViSQOL speech (lattice)",
                  "stoi": "STOI", "p808": "P.808"}
 METRIC_FORMATS = {"snr": ".2f", "hf_energy": ".1f", "pause_noise": ".1f", "stoi": ".3f"}
 
@@ -59,15 +60,17 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel:
     ``{"metrics": {method: metrics.spectral(...)}, "signals": {"reference", "low_res", "model",
     "sinc", "spline"} (float32 [time]), "rates": {name: Hz}, "duration_s", "model_seconds"}``.
 
+    ``channel``: a resampler's name (``resample_poly``...), or ``resamplers`` (one drawn by the
+    file's name): the low-res input is made by it (:mod:`speechsr.resamplers`);
     ``channel`` 'telephone': the low-res input is the reference through
     :class:`speechsr.channel.TelephoneChannel` (8 kHz, G.711, seeded by the file name) instead;
     the baselines interpolate that 8 kHz signal, the model gets it resampled to its input rate.
     """
     s = upsampler.settings
     f = upsampler.factor
-    if channel not in LOW_RES_CHANNELS:
-        raise ValueError(f"channel must be one of {', '.join(LOW_RES_CHANNELS)}, got {channel!r}")
-    low_rate = s.input_rate if channel == "sox" else TELEPHONE_RATE
+    if channel not in EVALUATION_CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(EVALUATION_CHANNELS)}, got {channel!r}")
+    low_rate = TELEPHONE_RATE if channel == "telephone" else s.input_rate
     f = math.lcm(f, s.output_rate // low_rate)
     x, rate = audio.read_audio(hires_path)
     if rate < s.output_rate:
@@ -79,6 +82,9 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel:
         raise audio.AudioError(f"{hires_path}: too short for reference mode")
     if channel == "sox":
         low = audio.sox_downsample(ref, s.output_rate, s.input_rate)
+    elif channel != "telephone":  # a resampler, or one drawn per file
+        kind = resamplers.choose(resamplers.RESAMPLERS, Path(hires_path).name) if channel == "resamplers" else channel
+        low = resamplers.downsample(ref, s.output_rate, s.input_rate, kind)
     else:
         seed = clip_seed(0, Path(hires_path).name)
         low = TelephoneChannel(rate=low_rate).apply(ref, s.output_rate, seed=seed)
@@ -108,7 +114,7 @@ def reference_mode(hires_path: str | os.PathLike, upsampler: Upsampler, channel:
             "duration_s": ref.size / s.output_rate, "model_seconds": model_seconds}
 
 
-TABLE_KEYS = ("snr", "lsd", "lsd_hf", "hf_energy", "visqol", "stoi", "p808")  # format_metrics_table's columns
+TABLE_KEYS = ("visqol_a48", "lsd", "snr", "lsd_hf", "hf_energy", "p808", "visqol", "stoi")  # format_metrics_table's columns
 
 
 def format_metrics_table(scores: dict) -> str:
@@ -178,7 +184,7 @@ def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: boo
 
 
 def _metric_keys(rows: list[dict]) -> tuple[str, ...]:
-    return SPECTRAL + (PERCEPTUAL if rows and "model_visqol" in rows[0] else ())
+    return SPECTRAL + (PERCEPTUAL if rows and "model_visqol_a48" in rows[0] else ())
 
 
 def summary(rows: list[dict]) -> dict:
@@ -238,13 +244,13 @@ def per_file_table(rows: list[dict], base: Path | None = None) -> str:
     """Markdown table of every file: the model's metrics beside sinc's SNR, LSD and ViSQOL."""
     keys = _metric_keys(rows)
     head = ["file", "duration (s)"] + [f"model {METRIC_LABELS[k]}" for k in keys]
-    head += ["sinc SNR (dB)", "sinc LSD"] + (["sinc ViSQOL"] if "visqol" in keys else []) + ["model time (s)"]
+    head += ["sinc SNR (dB)", "sinc LSD"] + (["sinc ViSQOL-a48"] if "visqol_a48" in keys else []) + ["model time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         cells = [_display_name(r["file"], base), f"{r['duration_s']:.2f}"]
         cells += [_fmt(k, r[f"model_{k}"]) for k in keys]
         cells += [_fmt("snr", r["sinc_snr"]), _fmt("lsd", r["sinc_lsd"])]
-        cells += [_fmt("visqol", r["sinc_visqol"])] if "visqol" in keys else []
+        cells += [_fmt("visqol_a48", r["sinc_visqol_a48"])] if "visqol_a48" in keys else []
         cells.append(f"{r['model_seconds']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -254,8 +260,9 @@ DEFINITIONS = ("SNR in dB (higher is better); LSD, LSD-LF (below the input's Nyq
                "(above it) in log10-power units (lower is better); HF energy: the output's energy above the "
                "input's Nyquist frequency relative to the reference's, dB (0 is right); pause noise: the same "
                "in the reference's pauses (frames 40 dB below its loudest), dB (0 is right, positive = hiss); "
-               "ViSQOL v3 speech mode, lattice mapper (MOS-LQO 1-5); STOI (0-1); DNSMOS P.808 (MOS 1-5, "
-               "non-intrusive). Definitions: README 'Metrics', src/speechsr/metrics.py. Empty cells: the "
+               "ViSQOL-a48: ViSQOL v3 audio mode at 48 kHz (MOS-LQO 1-5; the field's headline with LSD); "
+               "reported only: ViSQOL v3 speech mode with the lattice mapper, STOI (0-1); DNSMOS P.808 "
+               "(MOS 1-5, non-intrusive). Definitions: README 'Metrics', src/speechsr/metrics.py. Empty cells: the "
                "metric could not score that file (counted as n/N in the mean table).")
 
 
@@ -264,7 +271,7 @@ def write_tables(rows: list[dict], out_dir: str | os.PathLike, title: str = "Eva
     """Write ``results.csv`` and ``results.md`` into ``out_dir``; returns :func:`summary` + paths."""
     out_dir = Path(out_dir)
     s = summary(rows)
-    cols = columns(perceptual="model_visqol" in (rows[0] if rows else {}))
+    cols = columns(perceptual="model_visqol_a48" in (rows[0] if rows else {}))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
@@ -285,9 +292,9 @@ def write_tables(rows: list[dict], out_dir: str | os.PathLike, title: str = "Eva
 
 def pick_listening_files(rows: list[dict], first: int = 3, worst: int = 3) -> list[int]:
     """Row indices for the listening page: the first ``first`` files, then the ``worst`` files by
-    ViSQOL gain over sinc (by SNR gain when ViSQOL is absent), no file twice."""
+    ViSQOL-a48 gain over sinc (by SNR gain when ViSQOL is absent), no file twice."""
     picked = list(range(min(first, len(rows))))
-    key = "visqol" if rows and "model_visqol" in rows[0] else "snr"
+    key = "visqol_a48" if rows and "model_visqol_a48" in rows[0] else "snr"
     gains = [(r[f"model_{key}"] - r[f"sinc_{key}"], i) for i, r in enumerate(rows)
              if math.isfinite(r[f"model_{key}"] - r[f"sinc_{key}"])]
     for _, i in sorted(gains):
@@ -335,12 +342,13 @@ def write_listening_page(rows: list[dict], picks: list[int], upsampler: Upsample
         figure = listen / f"{stem}_spectrograms.png"
         comparison_figure(figure, {name: (res["signals"][name], res["rates"][name]) for name in LISTEN_SIGNALS},
                           title=_display_name(r["file"], base))
-        gain = r.get("model_visqol", float("nan")) - r.get("sinc_visqol", float("nan"))
+        gain = r.get("model_visqol_a48", float("nan")) - r.get("sinc_visqol_a48", float("nan"))
         why = "one of the first files" if i == n else "among the worst by gain over sinc"
         parts.append(f"<h2>{html.escape(_display_name(r['file'], base))}</h2><p>{why}; "
                      f"model SNR {_fmt('snr', r['model_snr'])} dB (sinc {_fmt('snr', r['sinc_snr'])}), "
-                     f"ViSQOL {_fmt('visqol', r.get('model_visqol', float('nan')))} "
-                     f"(sinc {_fmt('visqol', r.get('sinc_visqol', float('nan')))}, gain {_fmt('visqol', gain)}), "
+                     f"ViSQOL-a48 {_fmt('visqol_a48', r.get('model_visqol_a48', float('nan')))} "
+                     f"(sinc {_fmt('visqol_a48', r.get('sinc_visqol_a48', float('nan')))}, gain {_fmt('visqol_a48', gain)}), "
+                     f"LSD {_fmt('lsd', r['model_lsd'])} (sinc {_fmt('lsd', r['sinc_lsd'])}), "
                      f"HF energy {_fmt('hf_energy', r['model_hf_energy'])} dB</p><div class='players'>")
         for name in LISTEN_SIGNALS:
             label = f"{name} ({res['rates'][name] / 1000:g} kHz)"

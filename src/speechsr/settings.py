@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from speechsr import bandlimit
 from speechsr.channel import LOW_RES_CHANNELS
+from speechsr.resamplers import RESAMPLERS
 
 #: STFT hops (output samples) the high-band envelope layer takes (``speechsr.high_band``).
 HIGH_BAND_HOPS = (64, 128, 256)
@@ -93,8 +94,12 @@ class DataSettings:
                                     "energy in the top half of its band (speechsr.splicing.narrowband_reason); "
                                     "false = skip them, listed in data_info.json", default=False)
     low_res_channel: str = _field("str", lambda v: v in LOW_RES_CHANNELS,
-                                  "how the low-res twin is made: 'sox' (rate -h low-pass + resample) or "
-                                  "'telephone' (speechsr.channel: band-pass, downsample_rate, G.711)", default="sox")
+                                  "how the low-res twin is made: 'sox' (rate -h low-pass + resample), "
+                                  "'telephone' (speechsr.channel: band-pass, downsample_rate, G.711) or "
+                                  "'resamplers' (one of 'resamplers' per recording)", default="sox")
+    resamplers: list = _field("list[str]", lambda v: len(v) > 0 and all(k in RESAMPLERS for k in v),
+                              "low_res_channel 'resamplers': the resamplers drawn from per recording, seeded by "
+                              "channel_seed (speechsr.resamplers.RESAMPLERS)", default=list(RESAMPLERS))
     telephone_band_hz: list = _field("list[float]", lambda v: len(v) == 2 and 0 < v[0] < v[1],
                                      "telephone channel: pass band [low, high] in Hz", default=[300.0, 3400.0])
     telephone_codecs: list = _field("list[str]", lambda v: len(v) > 0 and all(c in ("ulaw", "alaw") for c in v),

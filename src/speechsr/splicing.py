@@ -48,7 +48,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from speechsr import audio, channel
+from speechsr import audio, channel, resamplers
 from speechsr.corpus import find_recordings, resolve_data_path
 from speechsr.settings import DataSettings, to_json
 
@@ -79,9 +79,11 @@ def clip_params(s: DataSettings) -> dict:
     """The settings that determine a recording's clips (stored in and checked against manifests)."""
     keys = ["sampling_rate", "downsample_rate", "splice_duration", "start_time", "end_time", "last_clip",
             "clip_subtype"]
-    if s.low_res_channel != "sox":  # sox twins keep the manifests of earlier runs valid
+    if s.low_res_channel == "telephone":  # sox twins keep the manifests of earlier runs valid
         keys += ["low_res_channel", "telephone_band_hz", "telephone_codecs", "telephone_gain_db",
                  "telephone_edge_jitter_hz", "channel_seed"]
+    elif s.low_res_channel == "resamplers":
+        keys += ["low_res_channel", "resamplers", "channel_seed"]
     if s.speed_factors != [1.0]:  # likewise
         keys.append("speed_factors")
     return {k: getattr(s, k) for k in keys}
@@ -160,10 +162,14 @@ def low_res_twin(hr: np.ndarray, p: dict, rid: str, lr_len: int) -> np.ndarray:
 
     ``low_res_channel`` 'sox' (default): :func:`speechsr.audio.sox_downsample`; 'telephone':
     :class:`speechsr.channel.TelephoneChannel`, seeded by ``channel_seed`` and the recording id,
-    drawing gain and codec once per clip of ``lr_len`` samples.
+    drawing gain and codec once per clip of ``lr_len`` samples; 'resamplers': one of ``resamplers``
+    (:mod:`speechsr.resamplers`) drawn per recording, seeded likewise.
     """
     if p.get("low_res_channel", "sox") == "sox":
         return audio.sox_downsample(hr, p["sampling_rate"], p["downsample_rate"])
+    if p["low_res_channel"] == "resamplers":
+        kind = resamplers.choose(p["resamplers"], rid, p["channel_seed"])
+        return resamplers.downsample(hr, p["sampling_rate"], p["downsample_rate"], kind)
     seed = channel.clip_seed(p["channel_seed"], rid)
     return channel.from_clip_params(p).apply(hr, p["sampling_rate"], seed=seed, segment=lr_len)
 
