@@ -212,9 +212,13 @@ def run_pipe(args, up) -> int:
         up = dataclasses.replace(up, batch_size=1)
     default_model = loading.resolve_model_path(up.model, from_settings=True)
     with (pipes.open_stream(sys.stdin.buffer) if stdin else pipes.open_file(src)) as f:
-        # a file is measured (speechsr.routing); a stream is routed by its rate alone
-        route = (routing.choose(f.samplerate, model=args.model, default_model=default_model) if stdin else
-                 routing.choose_for_file(src, model=args.model, default_model=default_model))
+        # a file is measured on its first minute, a stream on its first seconds (speechsr.routing)
+        if stdin:
+            f = pipes.Peeked(f, int(routing.STREAM_PROBE_SECONDS * f.samplerate) if args.model is None else 0)
+            route = routing.choose(f.samplerate, f.head, model=args.model, default_model=default_model,
+                                   subtype=f.subtype)
+        else:
+            route = routing.choose_for_file(src, model=args.model, default_model=default_model)
         if args.model is None:
             routing.log_route(route, "stdin" if stdin else src)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)

@@ -4,7 +4,8 @@
     y, rate = speechsr.upsample(x, 4000)          # x: [time] (or [time, channels]) at 4000 Hz -> 16 kHz
     speechsr.upsample_file("call.wav", "call_16k.wav")
     model = speechsr.load_model("pretrained")     # or the path of a .keras model (or its folder)
-    phone = speechsr.load_model("telephony")      # 8 kHz phone speech (sinc until its model ships)
+    phone = speechsr.load_model("telephony")      # 8 kHz phone speech
+    full8k = speechsr.load_model("8k")            # full-band 8 kHz speech (sinc until its model ships)
     y, rate = model.upsample(x, 8000)             # reused: no reload per call
 
 Results are the command line's samples (``speechsr upsample`` = ``upsample_audio_file.py``):
@@ -37,6 +38,8 @@ PRETRAINED = "pretrained"
 #: The telephony path (8 kHz -> 16 kHz): the telephony model, or sinc interpolation while it is
 #: not shipped (:mod:`speechsr.routing`).
 TELEPHONY = "telephony"
+#: The full-band 8 kHz path: the 8k model, or sinc interpolation while it is not shipped.
+FULLBAND_8K = "8k"
 #: Let :mod:`speechsr.routing` choose per input (rate and band): the default of the functions.
 AUTO = "auto"
 
@@ -137,9 +140,11 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
     """Load a model once: ``"pretrained"`` (the default settings' model), ``"fast"`` (the fast 4x
     model, ``models/pretrained-fast``) or a ``.keras`` path.
 
-    ``"telephony"``: the 8 kHz -> 16 kHz telephony model, or sinc interpolation (runtime
-    ``"sinc"``) while it does not exist; ``"auto"`` with ``rate`` (Hz of the audio to come): the
-    path :func:`speechsr.routing.choose` picks for that rate (4 kHz: the 4x model; 8 kHz: telephony).
+    ``"telephony"`` / ``"8k"``: the 8 kHz -> 16 kHz telephony / full-band 8k model, or sinc
+    interpolation (runtime ``"sinc"``) while it does not exist; ``"auto"`` with ``rate`` (Hz of the
+    audio to come): the path :func:`speechsr.routing.choose` picks for that rate without seeing
+    the audio (4 kHz: the 4x model; 8 kHz: the full-band 8k path, the safe guess; the module-level
+    :func:`upsample` and :func:`upsample_file` measure the content instead).
 
     ``upsampling``: :class:`UpsamplingSettings`, or a settings folder/file (default: the
     commands' default settings). ``runtime``: ``"auto"`` (the LiteRT export beside the model when
@@ -149,11 +154,15 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
     """
     up = upsampling if isinstance(upsampling, UpsamplingSettings) else \
         settings.load("upsampling", upsampling or settings.DEFAULT_SETTINGS_DIR)
-    if str(name_or_path) in (TELEPHONY, AUTO):
+    if str(name_or_path) in (TELEPHONY, FULLBAND_8K, AUTO):
         if str(name_or_path) == AUTO and rate is None:
             raise ValueError("load_model('auto') needs the input rate: load_model('auto', rate=8000)")
-        route = routing.choose(rate, default_model=loading.resolve_model_path(up.model, from_settings=True),
-                               telephone=True if str(name_or_path) == TELEPHONY else None)
+        default = loading.resolve_model_path(up.model, from_settings=True)
+        if str(name_or_path) == FULLBAND_8K:
+            route = routing.choose(routing.TELEPHONE_RATE, default_model=default)  # unmeasured 8 kHz: full band
+        else:
+            route = routing.choose(rate, default_model=default,
+                                   telephone=True if str(name_or_path) == TELEPHONY else None)
         routing.log_route(route, f"{name_or_path} model")
         if route.kind == "sinc":
             return Model(routing.SincUpsampler(), up, Path("sinc"))
@@ -178,8 +187,10 @@ def _model(model) -> Model:
 
 def _auto(route) -> Model:
     """The cached :class:`Model` of a :class:`speechsr.routing.Route`."""
-    if route.telephone:
+    if route.input_class == "telephone":
         return _model(TELEPHONY)
+    if route.input_class == "fullband_8k":
+        return _model(FULLBAND_8K)
     default = routing.choose(model=None, telephone=False).model_path
     return _model(PRETRAINED if route.model_path == default else route.model_path)
 
@@ -190,7 +201,8 @@ def upsample(audio: np.ndarray, rate: int, model: Model | str | os.PathLike = AU
 
     ``model``: a :class:`Model`, ``"pretrained"``, ``"telephony"``, a ``.keras`` path (loaded
     once, then kept), or ``"auto"`` (default): :func:`speechsr.routing.choose` on the rate and the
-    first minute of ``audio`` (4 kHz: the 4x model; 8 kHz phone-band speech: the telephony path).
+    first minute of ``audio`` (4 kHz or 2 kHz content: the 4x model; 8 kHz phone speech: the
+    telephony path; full-band 8 kHz speech: the 8k path).
     See :meth:`Model.upsample`.
     """
     if isinstance(model, str) and model == AUTO:

@@ -77,6 +77,35 @@ def read_blocks(f: sf.SoundFile, block_seconds: float, rate: int) -> Iterator[np
     return audio.resampled_blocks(read, max(1, int(block_seconds * f.samplerate)), f.samplerate, rate)
 
 
+class Peeked:
+    """An open SoundFile whose first ``frames`` were read ahead (to route a stream on its content;
+    :mod:`speechsr.routing`) and are served again by :meth:`read` before the rest. Other
+    attributes (``samplerate``, ``subtype``, ``frames``...) are the file's."""
+
+    def __init__(self, f: sf.SoundFile, frames: int):
+        self._f = f
+        try:
+            self._ahead = f.read(frames, dtype="float32", always_2d=True)
+        except Exception as e:
+            raise audio.AudioError(f"<stdin>: read failed ({audio._describe(e)})") from None
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    @property
+    def head(self) -> np.ndarray:
+        """The frames read ahead, mono float32 ``[time]`` at the stream's rate."""
+        a = self._ahead
+        return np.ascontiguousarray(a.mean(axis=1) if a.shape[1] > 1 else a[:, 0], dtype=np.float32)
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        take, self._ahead = self._ahead[:frames], self._ahead[frames:]
+        if len(take) < frames:
+            rest = self._f.read(frames - len(take), dtype=dtype, always_2d=True)
+            take = np.concatenate([take, rest]) if len(take) else rest
+        return take
+
+
 class WavPipeWriter:
     """Mono WAV onto a binary stream that cannot seek: header first, then encoded blocks.
 
