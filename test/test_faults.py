@@ -531,3 +531,112 @@ def test_a_model_and_its_sidecar_are_replaced_together_or_not_at_all(tiny_model,
     monkeypatch.undo()
     assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before  # the old pair, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]  # no temporaries left
+
+
+# ------------------------------------------------------------------ issue 27: settings files and values
+
+
+def _settings_copy(tmp_path: Path, **data_changes) -> Path:
+    """A copy of the default settings folder, data settings pointed at tmp_path."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    for kind, name in settings.SETTINGS_FILES.items():
+        (cfg / name).write_text((ROOT / "settings" / name).read_text())
+    raw = json.loads((cfg / "data_settings.json").read_text())
+    raw.update(input_dir_name_base=str(tmp_path / "corpus"), output_dir=str(tmp_path / "out"), **data_changes)
+    (cfg / "data_settings.json").write_text(json.dumps(raw))
+    return cfg
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    (UPSAMPLE, ["--set", "block_seconds=Infinity"], "'block_seconds' must be a finite number"),
+    ("preprocessing/splice_raw_data.py", ["--splice-duration", "inf"], "'splice_duration' must be a finite"),
+    ("preprocessing/splice_raw_data.py", ["--start-time", "inf"], "'start_time' must be a finite number"),
+    ("preprocessing/splice_raw_data.py", ["--end-time", "nan"], "'end_time' must be a finite number (below 2**63 in size), got NaN"),
+    ("preprocessing/splice_raw_data.py", ["--set", "splice_duration=1e999"], "'splice_duration' must be a finite"),
+])
+def test_non_finite_numbers_are_refused_at_load(tmp_path, script, args, expected, script_main):
+    cfg = _settings_copy(tmp_path)
+    inputs = [low_res_file(tmp_path / "call.wav", 0.5)] if script == UPSAMPLE else []
+    r = script_main(script, *inputs, "--settings", cfg, *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith("error: ") and expected in r.stderr
+
+
+def test_non_finite_number_in_a_settings_file_is_named(tmp_path):
+    cfg = _settings_copy(tmp_path)
+    path = cfg / "upsampling_settings.json"
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(raw).replace(f'"block_seconds": {json.dumps(raw["block_seconds"])}',
+                                            '"block_seconds": 1e999'))  # json reads 1e999 as inf
+    with pytest.raises(settings.SettingsError, match=f"^{path}: key 'block_seconds' must be a finite number"):
+        settings.load("upsampling", cfg)
+
+
+@pytest.mark.parametrize("fault, cause", [("invalid UTF-8", "not valid UTF-8 (byte 0xff"),
+                                          ("nested 100,000 deep", "not valid JSON (nested too deeply)")])
+@pytest.mark.parametrize("script", ["train.py", UPSAMPLE, "evaluate.py", "preprocessing/splice_raw_data.py",
+                                    "preprocessing/test_train_split.py"])
+def test_unreadable_settings_file_is_one_line_naming_it(tmp_path, script, fault, cause, script_main):
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    for name in settings.SETTINGS_FILES.values():
+        (cfg / name).write_bytes(b'{"model": "\xff"}' if fault == "invalid UTF-8" else b"[" * 100_000)
+    inputs = [low_res_file(tmp_path / "call.wav", 0.5)] if script == UPSAMPLE else []
+    r = script_main(script, *inputs, "--settings", cfg, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith(f"error: {cfg}/") and f"_settings.json: {cause}" in r.stderr
+
+
+# ------------------------------------------------------------------ issue 27: memory, exit codes, leftovers
+
+
+def test_one_model_call_is_bounded_and_out_of_memory_is_never_a_blank_error(capsys):
+    from speechsr import cli
+    up = settings.load("upsampling", ROOT / "settings")
+    settings.apply_overrides(up, {"window_seconds": 600.0, "batch_size": 1})  # one long window: fine
+    with pytest.raises(settings.SettingsError, match="600 x batch_size 6 is too much audio"):
+        settings.apply_overrides(up, {"window_seconds": 600.0, "batch_size": 6})  # reached 8.7 GB
+    assert cli.failure_exit_code(MemoryError(), (ValueError,), "interrupted") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory: lower window_seconds or batch_size") and err.count("\n") == 1
+    assert cli.failure_exit_code(ValueError(""), (ValueError,), "interrupted") == 2
+    assert capsys.readouterr().err == "error: ValueError\n"
+
+
+def test_build_op_without_a_compiler_exits_2(tmp_path, monkeypatch, capfd):
+    from speechsr import cli
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "subpixel_shuffle.cc").write_text("// the op's source\n")
+    monkeypatch.setattr(settings, "PACKAGE_DIR", tmp_path)  # a package whose op is not built yet
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    assert cli.main(["build-op"]) == 2
+    assert "compiler not found" in capfd.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "ops").iterdir()) == ["subpixel_shuffle.cc"]
+
+
+def test_evaluate_with_a_broken_model_leaves_no_output_folder(tiny_model, tmp_path, script_main):
+    bad = tmp_path / "bad.keras"
+    data = tiny_model.path.read_bytes()
+    bad.write_bytes(data[:len(data) // 2])
+    bad.with_suffix(".json").write_text(tiny_model.path.with_suffix(".json").read_text())
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, speech_like(0.5), SR, subtype="PCM_16")
+    r = script_main("evaluate.py", "--input", ref, "--model", bad, "--runtime", "tf", "-o", tmp_path / "res" / "bad",
+                    "--no-perceptual", "--listen", "0", "-q", cwd=tmp_path)
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "res").exists()  # neither the output folder nor the parent it made
+
+
+def test_splice_with_every_input_skipped_says_so_and_exits_2(tmp_path, script_main):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    for i in range(2):
+        sf.write(base / f"short{i}.wav", speech_like(0.5, seed=i), SR, subtype="PCM_16")  # under one clip
+    cfg = settings_dir(tmp_path, data_settings(base, tmp_path / "out"))
+    r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "2 skipped" in r.stdout and "too short" in r.stdout  # the reasons are still listed
+    assert r.stderr.strip() == (f"error: no clips written: all 2 recordings were skipped (reasons in "
+                                f"{tmp_path / 'out' / 'data_info.json'})")
+    assert len(json.loads((tmp_path / "out" / "data_info.json").read_text())["skipped"]) == 2
