@@ -198,7 +198,13 @@ def _training(tiny_settings_dir: Path, **changes):
     return ms, ts
 
 
-@pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch"])
+def _swapped(line: str) -> str:
+    rec, hr, lr, duration = line.split(",")
+    return ",".join([rec, lr, hr, duration])
+
+
+@pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch",
+                                   "swapped columns", "negative duration"])
 def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, clip_corpus, tmp_path, fault):
     from speechsr.training import TrainingError, prepare
     good = clip_corpus["train"].read_text().splitlines()
@@ -206,12 +212,19 @@ def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, cli
     bad.parent.mkdir()
     text = {"missing clip": "\n".join(good[:2] + [good[2].replace(".hr.wav", "_gone.hr.wav")]) + "\n",
             "empty": "", "header only": good[0] + "\n",
-            "fewer clips than a batch": "\n".join(good[:2]) + "\n"}[fault]
+            "fewer clips than a batch": "\n".join(good[:2]) + "\n",
+            "swapped columns": "\n".join(good[:1] + [_swapped(line) for line in good[1:]]) + "\n",
+            "negative duration": "\n".join(good[:3] + [good[3].rsplit(",", 1)[0] + ",-0.5"] + good[4:]) + "\n",
+            }[fault]
     bad.write_text(text.replace("clips/", str(clip_corpus["train"].parent / "clips") + "/"))
     ms, ts = _training(tiny_settings_dir, train_csv=str(bad))
     with pytest.raises(TrainingError) as e:
         prepare(ms, ts)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    if fault == "swapped columns":
+        assert "high_res clip" in str(e.value) and "sampled at 4000 Hz, the model's output rate is 16000" in str(e.value)
+    if fault == "negative duration":
+        assert f"{bad}:4: duration_s must be a positive number" in str(e.value)
     assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
 
 
@@ -222,6 +235,19 @@ def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings
     r = script_main("train.py", "--settings", tiny_settings_dir, "--train-csv", bad, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "lists no clips" in r.stderr
+    assert not (tmp_path / "models" / "tiny").exists()
+
+
+def test_train_script_swapped_csv_columns_are_one_line_and_leave_no_run_folder(tiny_settings_dir, clip_corpus,
+                                                                                tmp_path, script_main):
+    lines = clip_corpus["train"].read_text().splitlines()
+    swapped = tmp_path / "swapped.csv"
+    folder = str(clip_corpus["train"].parent / "clips") + "/"
+    swapped.write_text("\n".join(lines[:1] + [_swapped(line) for line in lines[1:]]).replace("clips/", folder) + "\n")
+    r = script_main("train.py", "--settings", tiny_settings_dir, "--train-csv", swapped, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: train_csv: {swapped}: high_res clip") and "columns swapped" in last
     assert not (tmp_path / "models" / "tiny").exists()
 
 
