@@ -666,3 +666,27 @@ def test_splice_with_every_input_skipped_says_so_and_exits_2(tmp_path, script_ma
     assert r.stderr.strip() == (f"error: no clips written: all 2 recordings were skipped (reasons in "
                                 f"{tmp_path / 'out' / 'data_info.json'})")
     assert len(json.loads((tmp_path / "out" / "data_info.json").read_text())["skipped"]) == 2
+
+
+# ------------------------------------------------------------------ issue 27: names the disk cannot take
+
+
+def test_recording_whose_clip_names_are_too_long_is_skipped_and_listed(tmp_path, script_main):
+    base = tmp_path / "corpus"
+    for depth in (120, 160):  # ids of 225 and 265 bytes: clip names of 238 (fits) and 278 bytes
+        folder = base / ("a" * depth) / ("b" * 100)
+        folder.mkdir(parents=True)
+        sf.write(folder / "x.wav", speech_like(2.0, seed=depth), SR, subtype="PCM_16")
+    folder = base / ("c" * 140) / ("b" * 100)  # id of 245 bytes: the partial folder fits, clip names do not
+    folder.mkdir(parents=True)
+    sf.write(folder / "x.wav", speech_like(2.0, seed=1), SR, subtype="PCM_16")
+    cfg = settings_dir(tmp_path, data_settings(base, tmp_path / "out"))
+    for run in range(2):  # a rerun goes the same way instead of failing again
+        r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert f"3 found, {1 - run} processed, {run} reused, 2 skipped" in r.stdout
+    info = json.loads((tmp_path / "out" / "data_info.json").read_text())
+    reasons = {sk["recording_id"][:1]: sk["reason"] for sk in info["skipped"]}
+    assert set(reasons) == {"a", "c"} and all("file name too long" in v for v in reasons.values())
+    assert "278 bytes" in reasons["a"] and "takes 255" in reasons["a"]
+    assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]

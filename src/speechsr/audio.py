@@ -86,7 +86,8 @@ class WriteError(AudioError, OSError):
 
 
 #: errno values that mean the output side failed (reported by name, never as "System error.").
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                 errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def write_error(path: str | os.PathLike, exc: BaseException) -> WriteError:

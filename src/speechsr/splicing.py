@@ -22,7 +22,8 @@ Layout: ``<output_dir>/clips/<id>/<id>_<index:05d>.{hr,lr}.wav`` plus ``<id>.don
 complete, so an interrupted run never leaves half a recording; a rerun reuses every recording
 whose manifest matches the current settings. Unreadable inputs are skipped with a reason, and so
 are sources that cannot serve as high-res targets (see :func:`narrowband_reason`) unless
-``allow_narrowband`` is set. A failed write (disk full, I/O error, permission) is an error of
+``allow_narrowband`` is set, and recordings whose clips the output file system cannot name
+(:func:`name_problem`: an id longer than its names may be). A failed write (disk full, I/O error, permission) is an error of
 the run, not of an input: :func:`splice_corpus` stops with :class:`speechsr.audio.WriteError`,
 keeping every recording completed so far (a rerun resumes). Workers die with the parent
 process (Linux parent-death signal, or a watchdog thread elsewhere).
@@ -34,6 +35,7 @@ import collections
 import concurrent.futures as cf
 import ctypes
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -201,6 +203,8 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     partial = clips_dir / f".{rid}{PARTIAL_SUFFIX}"
     result = {"recording_id": rid, "path": str(path), "status": "skipped", "clips": 0,
               "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0}
+    if reason := name_problem(clips_dir, rid):
+        return {**result, "reason": reason}
     try:
         m = read_manifest(final, params)
         if m is not None:
@@ -221,12 +225,41 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     return result
 
 
+def name_problem(clips_dir: Path, rid: str) -> str | None:
+    """Why the outputs of recording ``rid`` cannot be named under ``clips_dir``, or None.
+
+    The id is the recording's path under the corpus root (:func:`speechsr.corpus.recording_id`),
+    so deep folders (or a folder link looping back on itself) can make names longer than the file
+    system takes (``NAME_MAX``, usually 255 bytes; ``PATH_MAX`` for the whole path).
+    """
+    names = [f".{rid}{PARTIAL_SUFFIX}", f"{rid}{MANIFEST_SUFFIX}", *clip_names(rid, 99999)]
+    longest = max(len(os.fsencode(n)) for n in names)
+    try:
+        name_max, path_max = os.pathconf(clips_dir, "PC_NAME_MAX"), os.pathconf(clips_dir, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if longest > name_max:
+        return (f"file name too long: its clips would be named with {longest} bytes, the output file system "
+                f"takes {name_max} (the recording id is its path under the corpus root: move it higher up)")
+    if len(os.fsencode(clips_dir / rid / names[-1])) >= path_max:
+        return f"path too long: its clips' paths would exceed the file system's {path_max} bytes"
+    return None
+
+
+#: errno values of a write that fail because of the recording's name, not the output's state.
+_NAME_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)
+
+
 def _writing(target: Path, write) -> None:
-    """Call ``write()``, an operation that writes ``target``: a failure becomes WriteError."""
+    """Call ``write()``, an operation that writes ``target``: a failure becomes WriteError, or
+    an AudioError (the recording is skipped) when its name is the cause (:data:`_NAME_ERRNOS`)."""
     try:
         write()
     except (OSError, sf.SoundFileError) as e:
-        raise audio.write_error(target, e) from None
+        error = audio.write_error(target, e)
+        if error.errno in _NAME_ERRNOS:
+            raise audio.AudioError(str(error)) from None
+        raise error from None
 
 
 def _clip_pair(hr: np.ndarray, lr: np.ndarray, hr_len: int, lr_len: int, pad: bool, clip: bool
