@@ -690,3 +690,41 @@ def test_recording_whose_clip_names_are_too_long_is_skipped_and_listed(tmp_path,
     assert set(reasons) == {"a", "c"} and all("file name too long" in v for v in reasons.values())
     assert "278 bytes" in reasons["a"] and "takes 255" in reasons["a"]
     assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ issue 27: SPHERE headers
+
+
+def _sphere(path: Path, seconds: float = 2.0, **fields) -> Path:
+    """A 16 kHz NIST SPHERE file whose header's integer ``fields`` are replaced (same header size)."""
+    import re
+    sf.write(path, speech_like(seconds, seed=2), SR, subtype="PCM_16", format="NIST")
+    data = path.read_bytes()
+    head = data[:1024].decode("ascii")
+    for key, value in fields.items():
+        head = re.sub(rf"{key} -i -?\d+", f"{key} -i {value}", head)
+    path.write_bytes(head.ljust(1024)[:1024].encode("ascii") + data[1024:])
+    return path
+
+
+@pytest.mark.parametrize("field, value", [("sample_rate", 0), ("sample_rate", -16000), ("channel_count", 0)])
+def test_sphere_header_with_an_impossible_field_names_it(tmp_path, field, value):
+    bad = _sphere(tmp_path / "bad.sph", **{field: value})
+    with pytest.raises(audio.AudioError) as e:
+        audio.read_audio(bad)
+    assert str(e.value) == (f"{bad}: not a readable audio file (SPHERE header field {field} is {value}, "
+                            "must be above 0)")
+
+
+def test_sphere_sample_count_that_disagrees_with_the_data_warns(tmp_path, caplog):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    more = _sphere(base / "more.sph", sample_count=64000)  # the header promises 4 s, the file holds 2 s
+    less = _sphere(base / "less.sph", sample_count=100)
+    _sphere(base / "right.sph")
+    x, _ = audio.read_audio(more)
+    assert len(x) == 2 * SR
+    assert f"{more}: its SPHERE header's sample_count announces 64000 samples but the file holds 32000" in caplog.text
+    s = splice_corpus(data_settings(base, tmp_path / "out", input_data_suffix=[".sph"]), jobs=1, progress=False)
+    assert s.processed == 3 and [w["recording_id"] for w in s.warnings] == ["less", "more"]
+    assert f"{less}: its SPHERE header's sample_count announces 100 samples" in s.warnings[0]["warning"]
