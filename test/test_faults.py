@@ -189,6 +189,117 @@ def test_kill_9_of_splice_script_takes_its_workers_along(corpus, tmp_path):
     assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
 
 
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        out += [child, *_descendants(child)]
+    return out
+
+
+def _kill_all(pids) -> None:
+    for p in pids:
+        if _alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or
+                    __import__("multiprocessing").get_start_method() != "fork",
+                    reason="needs /proc and fork-inherited patching")
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_interrupted_splice_stops_at_once_keeping_complete_recordings(corpus, tmp_path, how):
+    cfg = settings_dir(tmp_path, data_settings(corpus, tmp_path / "out"))
+    driver = ("import runpy, sys, time\n"
+              "from speechsr import splicing\n"
+              "real = splicing._writing\n"
+              "def slow(target, write):  # every recording but r0 takes 20 s: queued work when interrupted\n"
+              "    real(target, write)\n"
+              "    if target.suffix == '.wav' and not target.name.startswith('r0_'):\n"
+              "        time.sleep(5)\n"
+              "splicing._writing = slow\n"
+              f"sys.argv = ['splice_raw_data.py', '--settings', {str(cfg)!r}, '--jobs', '2', '--no-progress']\n"
+              f"runpy.run_path({str(ROOT / 'preprocessing' / 'splice_raw_data.py')!r}, run_name='__main__')\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    clips = tmp_path / "out" / "clips"
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while read_manifest(clips / "r0") is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        workers = _descendants(proc.pid)
+        assert read_manifest(clips / "r0") is not None and workers, proc.communicate()[1][-2000:]
+        time.sleep(0.5)  # the next recordings are being written
+        assert [p.name for p in clips.iterdir() if p.name.startswith(".")]  # half-written, in .partial folders
+        stopped = time.monotonic()
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:  # the terminal sends Ctrl-C's SIGINT to the whole process group
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+        assert proc.returncode == 130 and took < 5, (took, err[-2000:])
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: rerun")
+        assert sorted(p.name for p in clips.iterdir()) == ["r0"]  # nothing spliced after the interrupt
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        _kill_all(workers + _descendants(proc.pid))
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _spawned(pid: int) -> list[int]:
+    """Descendants of ``pid`` started by multiprocessing's spawn (pool workers)."""
+    def cmdline(p):
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return b""
+    return [p for p in _descendants(pid) if b"spawn_main" in cmdline(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_evaluate_workers_die_with_it_and_sigterm_stops_it_at_once(tiny_model, tmp_path, how):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(3):  # 20 s each: a worker scores one for 10 s or more
+        sf.write(refs / f"f{i}.wav", speech_like(20.0, seed=i), SR, subtype="PCM_16")
+    out = tmp_path / "res" / "tiny"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), "--input", str(refs), "--model",
+                             str(tiny_model.path), "--runtime", "tf", "-o", str(out), "--jobs", "2", "--listen",
+                             "0", "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    left: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(_spawned(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(_spawned(proc.pid)) == 2, proc.communicate()[1][-2000:] if proc.poll() is not None else "none"
+        time.sleep(2)  # the workers are scoring
+        left = _descendants(proc.pid)  # the workers and multiprocessing's resource tracker
+        stopped = time.monotonic()
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+        if how == "SIGTERM":
+            took = time.monotonic() - stopped
+            assert proc.returncode == 130 and took < 5, (took, err[-2000:])
+            assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+            assert not (tmp_path / "res").exists()  # no results: no empty output folder either
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in left if _alive(p)], "processes outlived evaluate.py"
+    finally:
+        _kill_all(left + _descendants(proc.pid))
+        if proc.poll() is None:
+            proc.kill()
+
+
 # ------------------------------------------------------------------ 4. bad train CSVs; 10. --resume
 
 

@@ -26,22 +26,20 @@ are sources that cannot serve as high-res targets (see :func:`narrowband_reason`
 (:func:`name_problem`: an id longer than its names may be). A failed write (disk full, I/O error, permission) is an error of
 the run, not of an input: :func:`splice_corpus` stops with :class:`speechsr.audio.WriteError`,
 keeping every recording completed so far (a rerun resumes). Workers die with the parent
-process (Linux parent-death signal, or a watchdog thread elsewhere).
+process, and Ctrl-C or SIGTERM stops them at once, keeping the recordings complete by then
+(:mod:`speechsr.workers`).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import ctypes
 import dataclasses
 import errno
 import json
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -50,7 +48,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from speechsr import audio, channel
+from speechsr import audio, channel, workers
 from speechsr.corpus import find_recordings, resolve_data_path
 from speechsr.settings import DataSettings, to_json
 
@@ -335,24 +333,9 @@ def _work(task: tuple) -> dict:
     return splice_recording(*task)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when ``parent`` ends, even by SIGKILL.
-
-    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread polls the parent id.
-    """
-    logging.getLogger("speechsr").setLevel(logging.ERROR)  # warnings travel in the results
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
-            raise OSError(ctypes.get_errno(), "prctl failed")
-    except (OSError, AttributeError):
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
+def _quiet_worker() -> None:
+    """Worker initializer: warnings travel in the results, not on the worker's stderr."""
+    logging.getLogger("speechsr").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,12 +362,15 @@ class SpliceSummary:
 
 
 def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
-    """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once."""
+    """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once.
+
+    An interruption kills the workers at once (:func:`speechsr.workers.pool`); a write failure
+    lets the running tasks end.
+    """
     pending = collections.deque(tasks)
-    pool_args = {"initializer": _die_with_parent, "initargs": (os.getpid(),)}
     while pending:
         suspects = []
-        with cf.ProcessPoolExecutor(jobs, **pool_args) as pool:
+        with workers.pool(jobs, _quiet_worker) as pool:
             inflight: dict = {}
             while pending or inflight:
                 while pending and len(inflight) < 2 * jobs and not suspects:
@@ -399,20 +385,23 @@ def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
                         on_result(fut.result())
                     except BrokenProcessPool:
                         suspects.append(task)
-                    except BaseException:  # a write failure (or Ctrl-C): stop, let running tasks end
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
                 if suspects:  # the pool is dead: every in-flight task is a suspect
                     suspects += list(inflight.values())
                     break
         for task in suspects:  # retry each alone, so only a task that crashes by itself is skipped
             try:
-                with cf.ProcessPoolExecutor(1, **pool_args) as solo:
+                with workers.pool(1, _quiet_worker) as solo:
                     on_result(solo.submit(_work, task).result())
             except BrokenProcessPool:
                 on_result({"recording_id": task[0], "path": task[1], "status": "skipped", "clips": 0,
                            "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0,
                            "reason": "worker process crashed while reading or splicing this file"})
+
+
+def _remove_partials(clips_dir: Path) -> None:
+    """Remove the ``.<id>.partial`` folders of recordings being written by workers that are gone."""
+    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = True) -> SpliceSummary:
@@ -431,8 +420,7 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     recordings = find_recordings(base, s.input_dir_name_dirs, s.input_data_suffix, exclude=[out])
     clips_dir = out / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):  # left by an interrupted run
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_partials(clips_dir)  # left by a run killed with SIGKILL
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(recordings)))
 
     results: list[dict] = []
@@ -458,6 +446,9 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
             on_result(reused_result(rec.id, rec.path, m))
     try:
         _run_pool(tasks, jobs, on_result)
+    except BaseException:  # interrupted (workers killed mid-recording) or a write failed
+        _remove_partials(clips_dir)
+        raise
     finally:
         bar.close()
 
