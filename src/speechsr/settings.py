@@ -1,8 +1,9 @@
 """Settings: the four JSON files under ``settings/``, loaded and validated once.
 
 Each file maps to a frozen dataclass below. Loading checks, before any work starts, that
-every key is known, present and of the right type and range; a failure raises
-:class:`SettingsError` naming the file and the key. Command-line flags override single
+every key is known, present and of the right type and range (no number infinite or NaN); a
+failure raises :class:`SettingsError` naming the file and the key (or the file and why it cannot
+be read: not UTF-8, not JSON). Command-line flags override single
 values through :func:`apply_overrides` (validated the same way).
 
 Units: durations in seconds, rates in Hz, lengths "in samples" say at which rate.

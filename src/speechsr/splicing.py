@@ -23,9 +23,9 @@ complete, so an interrupted run never leaves half a recording; a rerun reuses ev
 whose manifest matches the current settings. Unreadable inputs are skipped with a reason, and so
 are sources that cannot serve as high-res targets (see :func:`narrowband_reason`) unless
 ``allow_narrowband`` is set, and recordings whose clips the output file system cannot name
-(:func:`name_problem`: an id longer than its names may be). A failed write (disk full, I/O error, permission) is an error of
-the run, not of an input: :func:`splice_corpus` stops with :class:`speechsr.audio.WriteError`,
-keeping every recording completed so far (a rerun resumes). Workers die with the parent
+(:func:`name_problem`: an id longer than its names may be). A failed write (disk full, I/O
+error, permission) is an error of the run, not of an input: :func:`splice_corpus` stops with
+:class:`speechsr.audio.WriteError`, keeping every recording completed so far (a rerun resumes). Workers die with the parent
 process, and Ctrl-C or SIGTERM stops them at once, keeping the recordings complete by then
 (:mod:`speechsr.workers`).
 """
