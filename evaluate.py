@@ -70,6 +70,7 @@ def model_name(path: Path) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.start_script()
+    made = []  # output folders this run created: removed again when it fails
     try:
         up = cli.upsampling_settings_from_args(args)
         cli.check_minimum("--max-files", args.max_files, 1)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         model_path = route.model_path or Path("sinc")
         out_dir = Path(args.output_dir or Path("results") / (model_name(model_path) + (
             "-telephone" if args.channel == "telephone" else "")))
-        cli.check_output_folder(out_dir)
+        made = cli.check_output_folder(out_dir)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         from speechsr.evaluation import evaluate, pick_listening_files, write_listening_page, write_tables
         from speechsr.plots import evaluation_figure
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
             page = write_listening_page(rows, pick_listening_files(rows, args.listen, args.listen), upsampler,
                                         out_dir, title, base, args.channel)
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
+        cli.remove_empty_folders(made)
         return cli.failure_exit_code(e, (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError),
                                      "\ninterrupted: no results were written")
     print(summary["mean_table"])

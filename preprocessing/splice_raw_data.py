@@ -4,8 +4,8 @@
 Reads ``data_settings.json`` (``--settings``); flags override single values. Writes
 ``<output_dir>/clips/<recording>/`` and ``<output_dir>/data_info.json``. Rerunning reuses
 the recordings already complete. Exit status: 0 ok, 2 bad settings / missing corpus / an
-output that cannot be written (disk full: complete recordings are kept, rerun to resume),
-130 interrupted (Ctrl-C or SIGTERM).
+output that cannot be written (disk full: complete recordings are kept, rerun to resume) / no
+clips at all (every recording skipped), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     print(f"time: {s.elapsed_s:.1f} s for {s.input_seconds:.1f} s of new input audio "
           f"= {s.throughput:.0f}x real time")
     print(f"wrote {s.data_info}")
+    if not s.clips:  # nothing to train on: a run that made nothing is not a success
+        print(f"error: no clips written: all {s.found} recordings were skipped (reasons in {s.data_info})",
+              file=sys.stderr)
+        return 2
     return 0
 
 

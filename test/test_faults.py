@@ -189,6 +189,117 @@ def test_kill_9_of_splice_script_takes_its_workers_along(corpus, tmp_path):
     assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
 
 
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        out += [child, *_descendants(child)]
+    return out
+
+
+def _kill_all(pids) -> None:
+    for p in pids:
+        if _alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or
+                    __import__("multiprocessing").get_start_method() != "fork",
+                    reason="needs /proc and fork-inherited patching")
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_interrupted_splice_stops_at_once_keeping_complete_recordings(corpus, tmp_path, how):
+    cfg = settings_dir(tmp_path, data_settings(corpus, tmp_path / "out"))
+    driver = ("import runpy, sys, time\n"
+              "from speechsr import splicing\n"
+              "real = splicing._writing\n"
+              "def slow(target, write):  # every recording but r0 takes 20 s: queued work when interrupted\n"
+              "    real(target, write)\n"
+              "    if target.suffix == '.wav' and not target.name.startswith('r0_'):\n"
+              "        time.sleep(5)\n"
+              "splicing._writing = slow\n"
+              f"sys.argv = ['splice_raw_data.py', '--settings', {str(cfg)!r}, '--jobs', '2', '--no-progress']\n"
+              f"runpy.run_path({str(ROOT / 'preprocessing' / 'splice_raw_data.py')!r}, run_name='__main__')\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    clips = tmp_path / "out" / "clips"
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while read_manifest(clips / "r0") is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        workers = _descendants(proc.pid)
+        assert read_manifest(clips / "r0") is not None and workers, proc.communicate()[1][-2000:]
+        time.sleep(0.5)  # the next recordings are being written
+        assert [p.name for p in clips.iterdir() if p.name.startswith(".")]  # half-written, in .partial folders
+        stopped = time.monotonic()
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:  # the terminal sends Ctrl-C's SIGINT to the whole process group
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+        assert proc.returncode == 130 and took < 5, (took, err[-2000:])
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: rerun")
+        assert sorted(p.name for p in clips.iterdir()) == ["r0"]  # nothing spliced after the interrupt
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        _kill_all(workers + _descendants(proc.pid))
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _spawned(pid: int) -> list[int]:
+    """Descendants of ``pid`` started by multiprocessing's spawn (pool workers)."""
+    def cmdline(p):
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            return b""
+    return [p for p in _descendants(pid) if b"spawn_main" in cmdline(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_evaluate_workers_die_with_it_and_sigterm_stops_it_at_once(tiny_model, tmp_path, how):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(3):  # 20 s each: a worker scores one for 10 s or more
+        sf.write(refs / f"f{i}.wav", speech_like(20.0, seed=i), SR, subtype="PCM_16")
+    out = tmp_path / "res" / "tiny"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), "--input", str(refs), "--model",
+                             str(tiny_model.path), "--runtime", "tf", "-o", str(out), "--jobs", "2", "--listen",
+                             "0", "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    left: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(_spawned(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(_spawned(proc.pid)) == 2, proc.communicate()[1][-2000:] if proc.poll() is not None else "none"
+        time.sleep(2)  # the workers are scoring
+        left = _descendants(proc.pid)  # the workers and multiprocessing's resource tracker
+        stopped = time.monotonic()
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=60)
+        if how == "SIGTERM":
+            took = time.monotonic() - stopped
+            assert proc.returncode == 130 and took < 5, (took, err[-2000:])
+            assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+            assert not (tmp_path / "res").exists()  # no results: no empty output folder either
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in left if _alive(p)], "processes outlived evaluate.py"
+    finally:
+        _kill_all(left + _descendants(proc.pid))
+        if proc.poll() is None:
+            proc.kill()
+
+
 # ------------------------------------------------------------------ 4. bad train CSVs; 10. --resume
 
 
@@ -198,7 +309,13 @@ def _training(tiny_settings_dir: Path, **changes):
     return ms, ts
 
 
-@pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch"])
+def _swapped(line: str) -> str:
+    rec, hr, lr, duration = line.split(",")
+    return ",".join([rec, lr, hr, duration])
+
+
+@pytest.mark.parametrize("fault", ["missing clip", "empty", "header only", "fewer clips than a batch",
+                                   "swapped columns", "negative duration"])
 def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, clip_corpus, tmp_path, fault):
     from speechsr.training import TrainingError, prepare
     good = clip_corpus["train"].read_text().splitlines()
@@ -206,12 +323,19 @@ def test_bad_train_csv_fails_before_the_run_folder_exists(tiny_settings_dir, cli
     bad.parent.mkdir()
     text = {"missing clip": "\n".join(good[:2] + [good[2].replace(".hr.wav", "_gone.hr.wav")]) + "\n",
             "empty": "", "header only": good[0] + "\n",
-            "fewer clips than a batch": "\n".join(good[:2]) + "\n"}[fault]
+            "fewer clips than a batch": "\n".join(good[:2]) + "\n",
+            "swapped columns": "\n".join(good[:1] + [_swapped(line) for line in good[1:]]) + "\n",
+            "negative duration": "\n".join(good[:3] + [good[3].rsplit(",", 1)[0] + ",-0.5"] + good[4:]) + "\n",
+            }[fault]
     bad.write_text(text.replace("clips/", str(clip_corpus["train"].parent / "clips") + "/"))
     ms, ts = _training(tiny_settings_dir, train_csv=str(bad))
     with pytest.raises(TrainingError) as e:
         prepare(ms, ts)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    if fault == "swapped columns":
+        assert "high_res clip" in str(e.value) and "sampled at 4000 Hz, the model's output rate is 16000" in str(e.value)
+    if fault == "negative duration":
+        assert f"{bad}:4: duration_s must be a positive number" in str(e.value)
     assert not (tmp_path / "models" / "tiny").exists()  # so a retry with a fixed CSV just works
 
 
@@ -222,6 +346,19 @@ def test_train_script_bad_csv_is_one_line_and_leaves_no_run_folder(tiny_settings
     r = script_main("train.py", "--settings", tiny_settings_dir, "--train-csv", bad, cwd=ROOT)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "lists no clips" in r.stderr
+    assert not (tmp_path / "models" / "tiny").exists()
+
+
+def test_train_script_swapped_csv_columns_are_one_line_and_leave_no_run_folder(tiny_settings_dir, clip_corpus,
+                                                                                tmp_path, script_main):
+    lines = clip_corpus["train"].read_text().splitlines()
+    swapped = tmp_path / "swapped.csv"
+    folder = str(clip_corpus["train"].parent / "clips") + "/"
+    swapped.write_text("\n".join(lines[:1] + [_swapped(line) for line in lines[1:]]).replace("clips/", folder) + "\n")
+    r = script_main("train.py", "--settings", tiny_settings_dir, "--train-csv", swapped, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: train_csv: {swapped}: high_res clip") and "columns swapped" in last
     assert not (tmp_path / "models" / "tiny").exists()
 
 
@@ -531,3 +668,174 @@ def test_a_model_and_its_sidecar_are_replaced_together_or_not_at_all(tiny_model,
     monkeypatch.undo()
     assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before  # the old pair, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]  # no temporaries left
+
+
+# ------------------------------------------------------------------ issue 27: settings files and values
+
+
+def _settings_copy(tmp_path: Path, **data_changes) -> Path:
+    """A copy of the default settings folder, data settings pointed at tmp_path."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    for kind, name in settings.SETTINGS_FILES.items():
+        (cfg / name).write_text((ROOT / "settings" / name).read_text())
+    raw = json.loads((cfg / "data_settings.json").read_text())
+    raw.update(input_dir_name_base=str(tmp_path / "corpus"), output_dir=str(tmp_path / "out"), **data_changes)
+    (cfg / "data_settings.json").write_text(json.dumps(raw))
+    return cfg
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    (UPSAMPLE, ["--set", "block_seconds=Infinity"], "'block_seconds' must be a finite number"),
+    ("preprocessing/splice_raw_data.py", ["--splice-duration", "inf"], "'splice_duration' must be a finite"),
+    ("preprocessing/splice_raw_data.py", ["--start-time", "inf"], "'start_time' must be a finite number"),
+    ("preprocessing/splice_raw_data.py", ["--end-time", "nan"], "'end_time' must be a finite number (below 2**63 in size), got NaN"),
+    ("preprocessing/splice_raw_data.py", ["--set", "splice_duration=1e999"], "'splice_duration' must be a finite"),
+])
+def test_non_finite_numbers_are_refused_at_load(tmp_path, script, args, expected, script_main):
+    cfg = _settings_copy(tmp_path)
+    inputs = [low_res_file(tmp_path / "call.wav", 0.5)] if script == UPSAMPLE else []
+    r = script_main(script, *inputs, "--settings", cfg, *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith("error: ") and expected in r.stderr
+
+
+def test_non_finite_number_in_a_settings_file_is_named(tmp_path):
+    cfg = _settings_copy(tmp_path)
+    path = cfg / "upsampling_settings.json"
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(raw).replace(f'"block_seconds": {json.dumps(raw["block_seconds"])}',
+                                            '"block_seconds": 1e999'))  # json reads 1e999 as inf
+    with pytest.raises(settings.SettingsError, match=f"^{path}: key 'block_seconds' must be a finite number"):
+        settings.load("upsampling", cfg)
+
+
+@pytest.mark.parametrize("fault, cause", [("invalid UTF-8", "not valid UTF-8 (byte 0xff"),
+                                          ("nested 100,000 deep", "not valid JSON (nested too deeply)")])
+@pytest.mark.parametrize("script", ["train.py", UPSAMPLE, "evaluate.py", "preprocessing/splice_raw_data.py",
+                                    "preprocessing/test_train_split.py"])
+def test_unreadable_settings_file_is_one_line_naming_it(tmp_path, script, fault, cause, script_main):
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    for name in settings.SETTINGS_FILES.values():
+        (cfg / name).write_bytes(b'{"model": "\xff"}' if fault == "invalid UTF-8" else b"[" * 100_000)
+    inputs = [low_res_file(tmp_path / "call.wav", 0.5)] if script == UPSAMPLE else []
+    r = script_main(script, *inputs, "--settings", cfg, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith(f"error: {cfg}/") and f"_settings.json: {cause}" in r.stderr
+
+
+# ------------------------------------------------------------------ issue 27: memory, exit codes, leftovers
+
+
+def test_one_model_call_is_bounded_and_out_of_memory_is_never_a_blank_error(capsys):
+    from speechsr import cli
+    up = settings.load("upsampling", ROOT / "settings")
+    settings.apply_overrides(up, {"window_seconds": 600.0, "batch_size": 1})  # one long window: fine
+    with pytest.raises(settings.SettingsError, match="600 x batch_size 6 is too much audio"):
+        settings.apply_overrides(up, {"window_seconds": 600.0, "batch_size": 6})  # reached 8.7 GB
+    assert cli.failure_exit_code(MemoryError(), (ValueError,), "interrupted") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory: lower window_seconds or batch_size") and err.count("\n") == 1
+    assert cli.failure_exit_code(ValueError(""), (ValueError,), "interrupted") == 2
+    assert capsys.readouterr().err == "error: ValueError\n"
+
+
+def test_build_op_without_a_compiler_exits_2(tmp_path, monkeypatch, capfd):
+    from speechsr import cli
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "subpixel_shuffle.cc").write_text("// the op's source\n")
+    monkeypatch.setattr(settings, "PACKAGE_DIR", tmp_path)  # a package whose op is not built yet
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    assert cli.main(["build-op"]) == 2
+    assert "compiler not found" in capfd.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "ops").iterdir()) == ["subpixel_shuffle.cc"]
+
+
+def test_evaluate_with_a_broken_model_leaves_no_output_folder(tiny_model, tmp_path, script_main):
+    bad = tmp_path / "bad.keras"
+    data = tiny_model.path.read_bytes()
+    bad.write_bytes(data[:len(data) // 2])
+    bad.with_suffix(".json").write_text(tiny_model.path.with_suffix(".json").read_text())
+    ref = tmp_path / "ref.wav"
+    sf.write(ref, speech_like(0.5), SR, subtype="PCM_16")
+    r = script_main("evaluate.py", "--input", ref, "--model", bad, "--runtime", "tf", "-o", tmp_path / "res" / "bad",
+                    "--no-perceptual", "--listen", "0", "-q", cwd=tmp_path)
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "res").exists()  # neither the output folder nor the parent it made
+
+
+def test_splice_with_every_input_skipped_says_so_and_exits_2(tmp_path, script_main):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    for i in range(2):
+        sf.write(base / f"short{i}.wav", speech_like(0.5, seed=i), SR, subtype="PCM_16")  # under one clip
+    cfg = settings_dir(tmp_path, data_settings(base, tmp_path / "out"))
+    r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "2 skipped" in r.stdout and "too short" in r.stdout  # the reasons are still listed
+    assert r.stderr.strip() == (f"error: no clips written: all 2 recordings were skipped (reasons in "
+                                f"{tmp_path / 'out' / 'data_info.json'})")
+    assert len(json.loads((tmp_path / "out" / "data_info.json").read_text())["skipped"]) == 2
+
+
+# ------------------------------------------------------------------ issue 27: names the disk cannot take
+
+
+def test_recording_whose_clip_names_are_too_long_is_skipped_and_listed(tmp_path, script_main):
+    base = tmp_path / "corpus"
+    for depth in (120, 160):  # ids of 225 and 265 bytes: clip names of 238 (fits) and 278 bytes
+        folder = base / ("a" * depth) / ("b" * 100)
+        folder.mkdir(parents=True)
+        sf.write(folder / "x.wav", speech_like(2.0, seed=depth), SR, subtype="PCM_16")
+    folder = base / ("c" * 140) / ("b" * 100)  # id of 245 bytes: the partial folder fits, clip names do not
+    folder.mkdir(parents=True)
+    sf.write(folder / "x.wav", speech_like(2.0, seed=1), SR, subtype="PCM_16")
+    cfg = settings_dir(tmp_path, data_settings(base, tmp_path / "out"))
+    for run in range(2):  # a rerun goes the same way instead of failing again
+        r = script_main("preprocessing/splice_raw_data.py", "--settings", cfg, "--jobs", "1", "--no-progress")
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert f"3 found, {1 - run} processed, {run} reused, 2 skipped" in r.stdout
+    info = json.loads((tmp_path / "out" / "data_info.json").read_text())
+    reasons = {sk["recording_id"][:1]: sk["reason"] for sk in info["skipped"]}
+    assert set(reasons) == {"a", "c"} and all("file name too long" in v for v in reasons.values())
+    assert "278 bytes" in reasons["a"] and "takes 255" in reasons["a"]
+    assert not [p for p in (tmp_path / "out" / "clips").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ issue 27: SPHERE headers
+
+
+def _sphere(path: Path, seconds: float = 2.0, **fields) -> Path:
+    """A 16 kHz NIST SPHERE file whose header's integer ``fields`` are replaced (same header size)."""
+    import re
+    sf.write(path, speech_like(seconds, seed=2), SR, subtype="PCM_16", format="NIST")
+    data = path.read_bytes()
+    head = data[:1024].decode("ascii")
+    for key, value in fields.items():
+        head = re.sub(rf"{key} -i -?\d+", f"{key} -i {value}", head)
+    path.write_bytes(head.ljust(1024)[:1024].encode("ascii") + data[1024:])
+    return path
+
+
+@pytest.mark.parametrize("field, value", [("sample_rate", 0), ("sample_rate", -16000), ("channel_count", 0)])
+def test_sphere_header_with_an_impossible_field_names_it(tmp_path, field, value):
+    bad = _sphere(tmp_path / "bad.sph", **{field: value})
+    with pytest.raises(audio.AudioError) as e:
+        audio.read_audio(bad)
+    assert str(e.value) == (f"{bad}: not a readable audio file (SPHERE header field {field} is {value}, "
+                            "must be above 0)")
+
+
+def test_sphere_sample_count_that_disagrees_with_the_data_warns(tmp_path, caplog):
+    base = tmp_path / "corpus"
+    base.mkdir()
+    more = _sphere(base / "more.sph", sample_count=64000)  # the header promises 4 s, the file holds 2 s
+    less = _sphere(base / "less.sph", sample_count=100)
+    _sphere(base / "right.sph")
+    x, _ = audio.read_audio(more)
+    assert len(x) == 2 * SR
+    assert f"{more}: its SPHERE header's sample_count announces 64000 samples but the file holds 32000" in caplog.text
+    s = splice_corpus(data_settings(base, tmp_path / "out", input_data_suffix=[".sph"]), jobs=1, progress=False)
+    assert s.processed == 3 and [w["recording_id"] for w in s.warnings] == ["less", "more"]
+    assert f"{less}: its SPHERE header's sample_count announces 100 samples" in s.warnings[0]["warning"]

@@ -5,7 +5,8 @@ rate, any channel count. Multichannel audio is **downmixed to mono** (mean of ch
 Resampling uses soxr at its highest quality ("VHQ"). Every failure to read is an
 :class:`AudioError` whose message is one line naming the file and the cause; every failure to
 write is a :class:`WriteError` (disk full, I/O error, permission: an AudioError and an
-OSError), named the same way. A truncated WAV is read as far as it goes, with a warning.
+OSError), named the same way. A truncated WAV is read as far as it goes, with a warning, and so
+is a SPHERE file whose ``sample_count`` disagrees with its data.
 
 Arrays are float32, shape ``[time]`` (mono), values in [-1, 1] for integer sources.
 """
@@ -86,7 +87,8 @@ class WriteError(AudioError, OSError):
 
 
 #: errno values that mean the output side failed (reported by name, never as "System error.").
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                 errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def write_error(path: str | os.PathLike, exc: BaseException) -> WriteError:
@@ -127,9 +129,15 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     try:
-        open(path, "rb").close()  # libsndfile would say only "System error."
+        with open(path, "rb") as f:  # libsndfile would say only "System error."
+            head = f.read(_SPHERE_HEADER_MAX)
     except OSError as e:
         raise AudioError(f"{path}: cannot open ({(e.strerror or str(e)).lower()})") from None
+    fields = sphere_fields(head)
+    for key in ("sample_rate", "channel_count"):  # libsndfile: "Internal error : SF_INFO struct incomplete."
+        if key in fields and fields[key] <= 0:
+            raise AudioError(f"{path}: not a readable audio file (SPHERE header field {key} is {fields[key]}, "
+                             "must be above 0)")
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with long text
@@ -141,14 +149,42 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
 
 _DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _warned_truncated: set[str] = set()
+_SPHERE_HEADER_MAX = 4096  # bytes read for a NIST SPHERE header (1024 in practice)
+_SPHERE_FIELD = re.compile(rb"^(\w+) -i (-?\d+)[ \t\r]*$", re.MULTILINE)
+
+
+def sphere_fields(head: bytes) -> dict[str, int]:
+    """The integer fields (``sample_rate``, ``channel_count``, ``sample_count``, ...) of the NIST
+    SPHERE header at the start of ``head`` (a file's first bytes); {} for any other format."""
+    if not head.startswith(b"NIST_1A"):
+        return {}
+    head = head.split(b"end_head", 1)[0]
+    return {k.decode(): int(v) for k, v in _SPHERE_FIELD.findall(head)}
+
+
+def _sphere_count_note(info: sf._SoundFileInfo) -> str | None:
+    """For a SPHERE file whose ``sample_count`` disagrees with the samples it holds: one line
+    saying so (libsndfile reads the samples there, whatever the header says)."""
+    try:
+        with open(info.name, "rb") as f:
+            declared = sphere_fields(f.read(_SPHERE_HEADER_MAX)).get("sample_count")
+    except OSError:
+        return None
+    if declared is None or declared == info.frames:
+        return None
+    return (f"{info.name}: its SPHERE header's sample_count announces {declared} samples but the file holds "
+            f"{info.frames}; using the {info.frames / info.samplerate:.2f} s present")
 
 
 def truncation_note(info: sf._SoundFileInfo) -> str | None:
-    """For a WAV whose header announces more audio than the file holds: one line saying so.
+    """For a WAV whose header announces more audio than the file holds, or a SPHERE file whose
+    ``sample_count`` disagrees with its samples: one line saying so.
 
     libsndfile then reads what is there (``info.frames`` counts it). Streaming writers' size
     placeholders (>= 0x7FFF0000 bytes) are not taken for truncation.
     """
+    if getattr(info, "format", None) == "NIST":
+        return _sphere_count_note(info)
     m = _DATA_CHUNK.search(getattr(info, "extra_info", "") or "")
     if not m:
         return None

@@ -56,17 +56,28 @@ def failure_exit_code(error: BaseException, errors: tuple, interrupted_message: 
     """The exit code of a script whose ``main`` ended with ``error``; call it from ``except BaseException``.
 
     An interruption (:func:`interrupted`) closes progress bars, prints ``interrupted_message`` and
-    gives 130; one of the expected ``errors`` prints ``error: <message>`` and gives 2 (both on
-    stderr, one line); anything else is re-raised.
+    gives 130; one of the expected ``errors``, or a MemoryError, prints ``error: <message>``
+    (:func:`error_text`) and gives 2 (both on stderr, one line); anything else is re-raised.
     """
     if interrupted(error):
         close_progress_bars()  # else a bar redraws itself after the message at exit
         print(interrupted_message, file=sys.stderr)
         return 130
-    if isinstance(error, errors):
-        print(f"error: {error}", file=sys.stderr)
+    if isinstance(error, (*errors, MemoryError)):
+        close_progress_bars()
+        print(f"error: {error_text(error)}", file=sys.stderr)
         return 2
     raise error
+
+
+def error_text(error: BaseException) -> str:
+    """One line saying what ``error`` is, never blank: its message, else its kind (a MemoryError
+    carries no message)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f" ({text})" if text else "") + (
+            ": lower window_seconds or batch_size (upsampling), or batch_size / patch_length (training)")
+    return text or type(error).__name__
 
 
 def close_progress_bars() -> None:
@@ -95,16 +106,29 @@ def check_minimum(flag: str, value: int | None, minimum: int) -> None:
         raise ValueError(f"{flag} must be >= {minimum}, got {value}")
 
 
-def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> None:
+def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> list[Path]:
     """Make ``folder`` (and its parents) when missing; AudioError (one line) when that fails or
-    it is not writable: checked before any work, so a run never fails at its end."""
+    it is not writable: checked before any work, so a run never fails at its end. Returns the
+    folders it made, outermost first (:func:`remove_empty_folders` takes them back after a failure)."""
     folder = Path(folder)
+    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AudioError(f"{folder}: cannot create {what} ({e.strerror or e})") from None
     if not os.access(folder, os.W_OK):
         raise AudioError(f"{folder}: {what} is not writable")
+    return made
+
+
+def remove_empty_folders(made: list[Path]) -> None:
+    """Remove the folders ``made`` (:func:`check_output_folder`), innermost first, while empty:
+    a run that failed leaves nothing behind."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it and its parents
+            return
 
 
 def check_readable(files: Iterable[str | os.PathLike]) -> None:
@@ -206,7 +230,8 @@ def build_op(argv: list[str]) -> int:
         print(f"error: speechsr build-op takes no arguments, got {' '.join(argv)}", file=sys.stderr)
         return 2
     env = dict(os.environ, PYTHON=sys.executable, SPEECHSR_OPS_DIR=str(settings.PACKAGE_DIR / "ops"))
-    return subprocess.call(["bash", str(scripts_dir() / COMMANDS["build-op"][0])], env=env)
+    code = subprocess.call(["bash", str(scripts_dir() / COMMANDS["build-op"][0])], env=env)
+    return 2 if code else 0  # the script said why on stderr (no compiler, TensorFlow flags, g++ failed)
 
 
 # ------------------------------------------------------------------ --version

@@ -4,7 +4,8 @@ Each file goes through :func:`reference_mode` (sox-downsampled to the
 model's input rate, upsampled, compared with the original). The fast metrics
 (:func:`speechsr.metrics.spectral`: SNR, LSD, LSD-LF/HF, high-band energy, pause noise) are
 computed as files are upsampled; the slow perceptual ones (:func:`speechsr.metrics.perceptual`:
-ViSQOL, STOI, DNSMOS P.808, also P.808 of the reference) run in a process pool alongside.
+ViSQOL, STOI, DNSMOS P.808, also P.808 of the reference) run in a process pool alongside, whose
+workers die with the evaluation, even by SIGKILL, and stop at once on Ctrl-C or SIGTERM.
 A metric that cannot score a file leaves an empty cell (NaN), counted in the mean row.
 
 :func:`write_tables` writes ``results.csv`` and ``results.md`` (a mean table per method and the
@@ -15,6 +16,7 @@ spectrograms of a few files; all atomically.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import csv
 import html
 import io
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from speechsr import audio, bandlimit, baselines, metrics, resamplers
+from speechsr import audio, bandlimit, baselines, metrics, resamplers, signals, workers
 from speechsr.audio import atomic_path
 from speechsr.channel import EVALUATION_CHANNELS, TELEPHONE_RATE, TelephoneChannel, clip_seed
 from speechsr.inference import Upsampler
@@ -155,13 +157,14 @@ def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: boo
     upsampler.warmup()  # trace once, outside the timed region
     rows: list[dict] = []
     rate = upsampler.output_rate
-    pool = None
-    if perceptual:
-        # spawn: the workers import numpy and the metric packages only, never TensorFlow
-        pool = futures.ProcessPoolExecutor(jobs or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"))
-    pending = []
-    try:
+    # spawn: the workers import numpy and the metric packages only, never TensorFlow; they die with
+    # this process, and Ctrl-C or SIGTERM kills them at once (speechsr.workers)
+    scoring = (workers.pool(jobs or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"))
+               if perceptual else contextlib.nullcontext())
+    with scoring as pool:
+        pending = []
         for path in tqdm(files, desc="upsampling", unit="file", disable=not progress):
+            signals.check()  # a Ctrl-C / SIGTERM that TensorFlow swallowed while upsampling
             res = reference_mode(path, upsampler, channel)
             ref = res["signals"]["reference"]
             row = {"file": str(path), "duration_s": res["duration_s"], "model_seconds": res["model_seconds"]}
@@ -177,9 +180,7 @@ def evaluate(files: list[str | os.PathLike], upsampler: Upsampler, progress: boo
             for job in tqdm(done, total=len(pending), desc="perceptual metrics", unit="file", disable=not progress):
                 index, scores = job.result()
                 rows[index].update(scores)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        signals.check()
     return rows
 
 

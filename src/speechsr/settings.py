@@ -1,8 +1,9 @@
 """Settings: the four JSON files under ``settings/``, loaded and validated once.
 
 Each file maps to a frozen dataclass below. Loading checks, before any work starts, that
-every key is known, present and of the right type and range; a failure raises
-:class:`SettingsError` naming the file and the key. Command-line flags override single
+every key is known, present and of the right type and range (no number infinite or NaN); a
+failure raises :class:`SettingsError` naming the file and the key (or the file and why it cannot
+be read: not UTF-8, not JSON). Command-line flags override single
 values through :func:`apply_overrides` (validated the same way).
 
 Units: durations in seconds, rates in Hz, lengths "in samples" say at which rate.
@@ -14,6 +15,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -63,9 +65,11 @@ SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --sub
 STRATEGIES = ("default", "mirrored", "multiworker")  # speechsr.training.make_strategy, train.py --strategy
 
 #: Bounds on one model call: longer windows gain nothing (files stream through windows of any
-#: length) and a window of 1e9 s would ask for terabytes.
+#: length) and a window of 1e9 s would ask for terabytes. A call's activations take about 2.4 MB
+#: per second of audio in it (the shipped model: window_seconds x batch_size = 600 x 6 reached
+#: 8.7 GB), so a call holds at most 600 s of audio, about 1.5 GB.
 MAX_WINDOW_SECONDS = 600.0
-MAX_BATCH_SECONDS = 3600.0
+MAX_BATCH_SECONDS = 600.0
 
 _positive = lambda v: v > 0  # noqa: E731
 _non_negative = lambda v: v >= 0  # noqa: E731
@@ -263,6 +267,16 @@ def _type_ok(kind: str, value: Any) -> bool:
     raise AssertionError(kind)
 
 
+def _finite(value: Any) -> bool:
+    """Whether a number (or each of a list's) is finite and below 2**63 in size: no setting takes
+    Infinity, NaN (JSON, ``--set``, float flags such as ``--end-time nan``) or 1e999 / 10**400."""
+    try:
+        return all(isinstance(v, str) or (math.isfinite(v) and abs(v) < 2 ** 63)
+                   for v in (value if isinstance(value, list) else [value]))
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def validate(kind: str, raw: dict, source: str):
     """Validate a raw dict for settings ``kind``; return the dataclass or raise SettingsError."""
     cls = SETTINGS_CLASSES[kind]
@@ -284,6 +298,9 @@ def validate(kind: str, raw: dict, source: str):
         if not _type_ok(meta["kind"], value):
             raise SettingsError(f"{source}: key '{name}' must be {meta['kind']}"
                                 f"{' or null' if meta['optional'] else ''}, got {json.dumps(value)}")
+        if not _finite(value):
+            raise SettingsError(f"{source}: key '{name}' must be a finite number (below 2**63 in size), "
+                                f"got {json.dumps(value)[:40]}")
         if meta["kind"] == "float":
             value = float(value)
         if meta["check"] is not None and not meta["check"](value):
@@ -355,9 +372,15 @@ def load(kind: str, path_or_dir: str | os.PathLike | None = None, overrides: dic
     if not path.is_file():
         raise SettingsError(f"{path}: settings file not found")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read ({(e.strerror or str(e)).lower()})") from None
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not valid UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except json.JSONDecodeError as e:
         raise SettingsError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: not valid JSON (nested too deeply)") from None
     settings = validate(kind, raw, str(path))
     return apply_overrides(settings, overrides or {}, str(path)) if overrides else settings
 
@@ -391,6 +414,8 @@ def parse_set_arguments(pairs: list[str] | None) -> dict:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except RecursionError:
+            raise SettingsError(f"--set {key}: JSON nested too deeply") from None
     return out
 
 

@@ -22,24 +22,24 @@ Layout: ``<output_dir>/clips/<id>/<id>_<index:05d>.{hr,lr}.wav`` plus ``<id>.don
 complete, so an interrupted run never leaves half a recording; a rerun reuses every recording
 whose manifest matches the current settings. Unreadable inputs are skipped with a reason, and so
 are sources that cannot serve as high-res targets (see :func:`narrowband_reason`) unless
-``allow_narrowband`` is set. A failed write (disk full, I/O error, permission) is an error of
-the run, not of an input: :func:`splice_corpus` stops with :class:`speechsr.audio.WriteError`,
-keeping every recording completed so far (a rerun resumes). Workers die with the parent
-process (Linux parent-death signal, or a watchdog thread elsewhere).
+``allow_narrowband`` is set, and recordings whose clips the output file system cannot name
+(:func:`name_problem`: an id longer than its names may be). A failed write (disk full, I/O
+error, permission) is an error of the run, not of an input: :func:`splice_corpus` stops with
+:class:`speechsr.audio.WriteError`, keeping every recording completed so far (a rerun resumes). Workers die with the parent
+process, and Ctrl-C or SIGTERM stops them at once, keeping the recordings complete by then
+(:mod:`speechsr.workers`).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import ctypes
 import dataclasses
+import errno
 import json
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -48,7 +48,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from speechsr import audio, channel, resamplers
+from speechsr import audio, channel, resamplers, workers
 from speechsr.corpus import find_recordings, resolve_data_path
 from speechsr.settings import DataSettings, to_json
 
@@ -207,6 +207,8 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     partial = clips_dir / f".{rid}{PARTIAL_SUFFIX}"
     result = {"recording_id": rid, "path": str(path), "status": "skipped", "clips": 0,
               "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0}
+    if reason := name_problem(clips_dir, rid):
+        return {**result, "reason": reason}
     try:
         m = read_manifest(final, params)
         if m is not None:
@@ -227,12 +229,41 @@ def splice_recording(rid: str, path: str | os.PathLike, params: dict, clips_dir:
     return result
 
 
+def name_problem(clips_dir: Path, rid: str) -> str | None:
+    """Why the outputs of recording ``rid`` cannot be named under ``clips_dir``, or None.
+
+    The id is the recording's path under the corpus root (:func:`speechsr.corpus.recording_id`),
+    so deep folders (or a folder link looping back on itself) can make names longer than the file
+    system takes (``NAME_MAX``, usually 255 bytes; ``PATH_MAX`` for the whole path).
+    """
+    names = [f".{rid}{PARTIAL_SUFFIX}", f"{rid}{MANIFEST_SUFFIX}", *clip_names(rid, 99999)]
+    longest = max(len(os.fsencode(n)) for n in names)
+    try:
+        name_max, path_max = os.pathconf(clips_dir, "PC_NAME_MAX"), os.pathconf(clips_dir, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if longest > name_max:
+        return (f"file name too long: its clips would be named with {longest} bytes, the output file system "
+                f"takes {name_max} (the recording id is its path under the corpus root: move it higher up)")
+    if len(os.fsencode(clips_dir / rid / names[-1])) >= path_max:
+        return f"path too long: its clips' paths would exceed the file system's {path_max} bytes"
+    return None
+
+
+#: errno values of a write that fail because of the recording's name, not the output's state.
+_NAME_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)
+
+
 def _writing(target: Path, write) -> None:
-    """Call ``write()``, an operation that writes ``target``: a failure becomes WriteError."""
+    """Call ``write()``, an operation that writes ``target``: a failure becomes WriteError, or
+    an AudioError (the recording is skipped) when its name is the cause (:data:`_NAME_ERRNOS`)."""
     try:
         write()
     except (OSError, sf.SoundFileError) as e:
-        raise audio.write_error(target, e) from None
+        error = audio.write_error(target, e)
+        if error.errno in _NAME_ERRNOS:
+            raise audio.AudioError(str(error)) from None
+        raise error from None
 
 
 def _clip_pair(hr: np.ndarray, lr: np.ndarray, hr_len: int, lr_len: int, pad: bool, clip: bool
@@ -308,24 +339,9 @@ def _work(task: tuple) -> dict:
     return splice_recording(*task)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when ``parent`` ends, even by SIGKILL.
-
-    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread polls the parent id.
-    """
-    logging.getLogger("speechsr").setLevel(logging.ERROR)  # warnings travel in the results
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
-            raise OSError(ctypes.get_errno(), "prctl failed")
-    except (OSError, AttributeError):
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
+def _quiet_worker() -> None:
+    """Worker initializer: warnings travel in the results, not on the worker's stderr."""
+    logging.getLogger("speechsr").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,12 +368,15 @@ class SpliceSummary:
 
 
 def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
-    """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once."""
+    """Run ``_work`` over ``tasks`` in processes; a crashed worker's task is retried alone once.
+
+    An interruption kills the workers at once (:func:`speechsr.workers.pool`); a write failure
+    lets the running tasks end.
+    """
     pending = collections.deque(tasks)
-    pool_args = {"initializer": _die_with_parent, "initargs": (os.getpid(),)}
     while pending:
         suspects = []
-        with cf.ProcessPoolExecutor(jobs, **pool_args) as pool:
+        with workers.pool(jobs, _quiet_worker) as pool:
             inflight: dict = {}
             while pending or inflight:
                 while pending and len(inflight) < 2 * jobs and not suspects:
@@ -372,20 +391,23 @@ def _run_pool(tasks: list[tuple], jobs: int, on_result) -> None:
                         on_result(fut.result())
                     except BrokenProcessPool:
                         suspects.append(task)
-                    except BaseException:  # a write failure (or Ctrl-C): stop, let running tasks end
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
                 if suspects:  # the pool is dead: every in-flight task is a suspect
                     suspects += list(inflight.values())
                     break
         for task in suspects:  # retry each alone, so only a task that crashes by itself is skipped
             try:
-                with cf.ProcessPoolExecutor(1, **pool_args) as solo:
+                with workers.pool(1, _quiet_worker) as solo:
                     on_result(solo.submit(_work, task).result())
             except BrokenProcessPool:
                 on_result({"recording_id": task[0], "path": task[1], "status": "skipped", "clips": 0,
                            "duration_s": 0.0, "input_s": 0.0, "clipped_samples": 0,
                            "reason": "worker process crashed while reading or splicing this file"})
+
+
+def _remove_partials(clips_dir: Path) -> None:
+    """Remove the ``.<id>.partial`` folders of recordings being written by workers that are gone."""
+    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = True) -> SpliceSummary:
@@ -404,8 +426,7 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
     recordings = find_recordings(base, s.input_dir_name_dirs, s.input_data_suffix, exclude=[out])
     clips_dir = out / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
-    for stale in clips_dir.glob(f".*{PARTIAL_SUFFIX}"):  # left by an interrupted run
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_partials(clips_dir)  # left by a run killed with SIGKILL
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(recordings)))
 
     results: list[dict] = []
@@ -431,6 +452,9 @@ def splice_corpus(s: DataSettings, jobs: int | None = None, progress: bool = Tru
             on_result(reused_result(rec.id, rec.path, m))
     try:
         _run_pool(tasks, jobs, on_result)
+    except BaseException:  # interrupted (workers killed mid-recording) or a write failed
+        _remove_partials(clips_dir)
+        raise
     finally:
         bar.close()
 

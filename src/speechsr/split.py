@@ -171,6 +171,9 @@ def read_split_csv(csv_path: str | os.PathLike) -> list[dict]:
                     duration = float(rec[3])
                 except ValueError:
                     raise SplitError(f"{path}:{line}: duration_s is not a number: {rec[3]!r}") from None
+                if not (math.isfinite(duration) and duration > 0):
+                    raise SplitError(f"{path}:{line}: duration_s must be a positive number of seconds, "
+                                     f"got {rec[3]!r}")
                 hr, lr = (str(base / p) if not os.path.isabs(p) else p for p in rec[1:3])
                 missing += [p for p in (hr, lr) if not os.path.isfile(p)]
                 rows.append({"recording_id": rec[0], "high_res": hr, "low_res": lr, "duration_s": duration})
@@ -180,3 +183,34 @@ def read_split_csv(csv_path: str | os.PathLike) -> list[dict]:
         raise SplitError(f"{path}: {len(missing)} clip file(s) missing, e.g. {missing[0]} "
                          f"(rerun preprocessing/splice_raw_data.py)")
     return rows
+
+
+#: :func:`check_clip_rates` opens at most this many clip pairs of a CSV (about 0.2 ms each).
+CHECKED_CLIPS = 1000
+
+
+def check_clip_rates(csv_path: str | os.PathLike, rows: list[dict], high_rate: int, low_rate: int) -> None:
+    """SplitError unless the clips of ``rows`` (:func:`read_split_csv`) fit a model of
+    ``low_rate`` -> ``high_rate`` Hz: high-res clips at ``high_rate``, low-res ones at ``low_rate``,
+    each high-res clip ``high_rate / low_rate`` times as long as its twin (a CSV whose columns are
+    swapped fails here, not in TensorFlow). Every pair is opened when there are at most
+    :data:`CHECKED_CLIPS`, else that many spread evenly over the CSV (the first and last included)."""
+    picks = sorted({round(i * (len(rows) - 1) / max(CHECKED_CLIPS - 1, 1))
+                    for i in range(min(len(rows), CHECKED_CLIPS))})
+    for i in picks:
+        frames = {}
+        for column, rate in (("high_res", high_rate), ("low_res", low_rate)):
+            clip = rows[i][column]
+            try:
+                info = audio.audio_info(clip)
+            except audio.AudioError as e:
+                raise SplitError(f"{csv_path}: {e}") from None
+            if info.samplerate != rate:
+                raise SplitError(f"{csv_path}: {column} clip {clip} is sampled at {info.samplerate} Hz, the model's "
+                                 f"{'output' if column == 'high_res' else 'input'} rate is {rate} Hz (columns "
+                                 "swapped, or clips spliced for another model?)")
+            frames[column] = info.frames
+        if frames["high_res"] != frames["low_res"] * (high_rate // low_rate):
+            raise SplitError(f"{csv_path}: {rows[i]['high_res']} holds {frames['high_res']} samples, its low-res "
+                             f"twin {frames['low_res']}: the high-res clip must be exactly "
+                             f"{high_rate // low_rate} times as long")

@@ -50,7 +50,7 @@ from speechsr.geometry import high_band_edge
 from speechsr.model import HIGH_BAND_LAYER, build_model, copy_layer_weights, required_multiple
 from speechsr.model_io import ModelNotFoundError, load_model, save_model
 from speechsr.plots import training_curves
-from speechsr.split import SplitError, read_split_csv
+from speechsr.split import SplitError, check_clip_rates, read_split_csv
 
 log = logging.getLogger("speechsr")
 STRATEGIES = settings_mod.STRATEGIES
@@ -69,12 +69,13 @@ def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettin
         if not path.is_file():
             raise TrainingError(f"{key} '{path}' not found: run preprocessing/splice_raw_data.py and "
                                 "preprocessing/test_train_split.py first (README, 'Train on your own corpus')")
-        try:  # header, fields, every clip file present: checked before a run folder exists
+        try:  # header, fields, every clip file present, their rates: checked before a run folder exists
             rows = read_split_csv(path)
+            if not rows:
+                raise TrainingError(f"{key} '{path}' lists no clips")
+            check_clip_rates(path, rows, ms.output_rate, ms.input_rate)
         except SplitError as e:
             raise TrainingError(f"{key}: {e}") from None
-        if not rows:
-            raise TrainingError(f"{key} '{path}' lists no clips")
         if key == "train_csv" and len(rows) < ts.batch_size:  # one patch per clip and batch
             raise TrainingError(f"{key} '{path}': {len(rows)} clips, fewer than one batch of {ts.batch_size}")
     if ts.init_from and not settings_mod.project_path(ts.init_from).is_file():
