@@ -531,3 +531,94 @@ def test_a_model_and_its_sidecar_are_replaced_together_or_not_at_all(tiny_model,
     monkeypatch.undo()
     assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before  # the old pair, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]  # no temporaries left
+
+
+# ------------------------------------------------------------------ issue 27: outputs that name inputs
+
+
+def _tree(folder: Path) -> dict:
+    """Every file under ``folder`` (links not followed) -> its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.parametrize("case", ["plot is the input", "plot is the output", "plot is a link to the input",
+                                  "reference plot is the input", "output is a hard link to the input",
+                                  "input named like another's output", "earlier output in the input folder"])
+def test_no_output_may_replace_an_input_or_another_output(tmp_path, case, script_main):
+    src = low_res_file(tmp_path / "p.wav", 0.5)
+    args = {"plot is the input": [src, "-o", "out.wav", "--plot", "p.wav"],
+            "plot is the output": [src, "-o", "out.wav", "--plot", "out.wav"],
+            "plot is a link to the input": [src, "-o", "out.wav", "--plot", "link.png"],
+            "reference plot is the input": [src, "--reference", "--plot", "p.wav"],
+            "output is a hard link to the input": [src, "-o", "hard.wav"],
+            "input named like another's output": [src, "p_upsampled.wav", "-o", "."],
+            "earlier output in the input folder": [tmp_path, "-o", tmp_path]}[case]
+    if case == "plot is a link to the input":
+        (tmp_path / "link.png").symlink_to(src)
+    if case == "output is a hard link to the input":
+        os.link(src, tmp_path / "hard.wav")
+    if case in ("input named like another's output", "earlier output in the input folder"):
+        low_res_file(tmp_path / "p_upsampled.wav", 0.5, seed=1)
+    before = _tree(tmp_path)
+    r = script_main(UPSAMPLE, *args, "--model", tmp_path / "absent.keras", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "would overwrite the" in r.stderr, r.stderr
+    assert _tree(tmp_path) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("case", ["/dev/zero", "fifo", "folder named x.wav", "folder into -o x.wav"])
+def test_misleading_causes_are_named_for_what_they_are(tmp_path, case, script_main):
+    if case == "fifo":
+        os.mkfifo(tmp_path / "f.wav")
+    if case.startswith("folder"):
+        (tmp_path / "x.wav").mkdir()
+        low_res_file(tmp_path / "x.wav" / "a.wav", 0.5)
+    args, expected = {"/dev/zero": (["/dev/zero"], "/dev/zero: not a regular file (a character device)"),
+                      "fifo": ([tmp_path / "f.wav"], "f.wav: not a regular file (a FIFO)"),
+                      "folder named x.wav": ([tmp_path / "x.wav"], "x.wav is a folder: give an output folder"),
+                      "folder into -o x.wav": ([tmp_path / "x.wav", "-o", tmp_path / "y.wav"],
+                                               "y.wav: " + str(tmp_path / "x.wav") + " is a folder: -o names an "
+                                               "output folder, not a file")}[case]
+    r = script_main(UPSAMPLE, *args, "--model", tmp_path / "absent.keras", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and expected in r.stderr, r.stderr
+    assert not (tmp_path / "y.wav").exists()
+
+
+# ------------------------------------------------------------------ issue 27: link loops
+
+
+def test_link_loops_and_linked_files_are_walked_once(tmp_path, tiny_model, script_main):
+    base = tmp_path / "corpus"
+    (base / "sub").mkdir(parents=True)
+    sf.write(base / "a.wav", speech_like(1.2, seed=1), SR, subtype="PCM_16")
+    sf.write(base / "sub" / "b.wav", speech_like(1.2, seed=2), SR, subtype="PCM_16")
+    (base / "loop").symlink_to(".")          # ln -s . loop: the whole tree again, 40 times deep
+    (base / "again.wav").symlink_to("a.wav")  # the same file under another name
+    found = audio.walk_audio_files(base)
+    assert [f.relative_to(base).as_posix() for f in found] == ["a.wav", "sub/b.wav"]
+    s = splice_corpus(data_settings(base, tmp_path / "out"), jobs=1, progress=False)
+    assert s.processed == 2 and not s.skipped
+    low = tmp_path / "low"
+    (low / "sub").mkdir(parents=True)
+    low_res_file(low / "a.wav", 0.3)
+    low_res_file(low / "sub" / "b.wav", 0.3, seed=1)
+    (low / "loop").symlink_to(".")
+    r = script_main(UPSAMPLE, low, "-o", tmp_path / "up", "--model", tiny_model.path, "-q")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.relative_to(tmp_path / "up").as_posix() for p in (tmp_path / "up").rglob("*.wav"))
+    assert written == ["a_upsampled.wav", "sub/b_upsampled.wav"]
+
+
+# ------------------------------------------------------------------ issue 27: names that are not UTF-8
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
+    src = Path(os.fsdecode(os.fsencode(tmp_path) + b"/call\xff\xfe.wav"))
+    low_res_file(tmp_path / "call.wav", 0.5).rename(src)
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/new\xff/out\xfe.wav"))
+    r = run_script(UPSAMPLE, src, "-o", out, "--model", "pretrained", "--runtime", "lite")  # lean: no TensorFlow
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "wrote " in r.stdout and "out\\udcfe.wav" in r.stdout  # escaped, not an encoding error
+    assert sf.info(os.fsencode(out)).frames == 4 * 2000
+    assert sorted(os.listdir(os.fsencode(out.parent))) == [b"out\xfe.wav"]

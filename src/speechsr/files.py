@@ -90,7 +90,7 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     (samples at input/output rate).
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    if in_path.resolve() == out_path.resolve():
+    if audio.same_file(in_path, out_path):  # by name or through a link
         raise ValueError(f"{out_path}: output would overwrite the input")
     if check_band:
         check_input_band(in_path, upsampler.settings)

@@ -54,7 +54,7 @@ def open_file(path: str | os.PathLike) -> sf.SoundFile:
     """A SoundFile reading the file ``path``; AudioError (one line) when unreadable."""
     audio.audio_info(path)
     try:
-        return sf.SoundFile(str(path))
+        return sf.SoundFile(audio.sf_name(path))
     except Exception as e:
         raise audio.AudioError(f"{path}: not a readable audio file ({audio._describe(e)})") from None
 
