@@ -27,6 +27,7 @@ Ctrl-C or SIGTERM: exit code 130, no partial output.
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -244,8 +245,15 @@ def run_pipe(args, up) -> int:
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         if src is not None:
             files.check_input_band(src, upsampler.settings)
-        info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler,
-                                     up.output_subtype, 0.25 if stdin else up.block_seconds)
+        try:
+            info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler, up.output_subtype,
+                                         0.25 if stdin else up.block_seconds, name=pipes.STDIN if stdin else str(src))
+        except audio.WriteError:
+            if stdout:  # broken pipe, full disk: no second error when stdout is flushed at exit
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            raise
     if not args.quiet and not stdout:
         print(f"wrote {dest} ({info['seconds']:.2f} s, {info['subtype']}, {info['model_seconds']:.2f} s "
               f"to upsample, runtime {upsampler.runtime})")

@@ -622,3 +622,51 @@ def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
     assert "wrote " in r.stdout and "out\\udcfe.wav" in r.stdout  # escaped, not an encoding error
     assert sf.info(os.fsencode(out)).frames == 4 * 2000
     assert sorted(os.listdir(os.fsencode(out.parent))) == [b"out\xfe.wav"]
+
+
+# ------------------------------------------------------------------ issue 27: short and failing streams
+
+
+@pytest.mark.parametrize("case", ["truncated into a pipe", "truncated into a file", "header only", "empty stdin",
+                                  "full disk on stdout", "broken pipe on stdout"])
+def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main, monkeypatch):
+    import io
+    wav = io.BytesIO()
+    sf.write(wav, speech_like(2.0, 4000, seed=3), 4000, subtype="PCM_16", format="WAV")  # header: 2 s
+    data = {"header only": wav.getvalue()[:44], "empty stdin": b""}.get(case, wav.getvalue()[:44 + 4000])  # 0.5 s
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)  # a stream that ends there, as `cat cut.wav |` gives
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb")))
+    if case in ("truncated into a pipe", "broken pipe on stdout"):
+        read_out, write_out = os.pipe()
+        out = open(write_out, "wb")
+        if case == "broken pipe on stdout":
+            os.close(read_out)  # the reader is gone
+    else:
+        out = open("/dev/full" if case == "full disk on stdout" else tmp_path / "out.wav", "wb")
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
+    try:
+        r = script_main(UPSAMPLE, "-", "-o", "-", "--model", "pretrained", "-q")
+    finally:
+        out.close()
+    expected = {"truncated into a pipe": "<stdout>: its WAV header announces 2.00 s but 0.50 s were written",
+                "header only": "<stdin>: contains no audio samples (its header announces 2.00 s)",
+                "empty stdin": "<stdin>: stdin is empty",
+                "full disk on stdout": "<stdout>: cannot write (no space left on device)",
+                "broken pipe on stdout": "<stdout>: cannot write (broken pipe)"}.get(case)
+    assert "Traceback" not in r.stderr
+    if case.startswith("truncated"):
+        assert "<stdin>: truncated: its header announces 2.00 s of audio but the stream held 0.50 s" in r.stderr
+    if expected:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f"error: {expected}"), r.stderr
+    if case == "truncated into a pipe":
+        with open(read_out, "rb") as f:
+            assert len(f.read()) == 44 + 2 * 8000  # all the data, under a header that could not be fixed
+    if case == "truncated into a file":
+        written = (tmp_path / "out.wav").read_bytes()
+        assert r.returncode == 0 and len(written) == 44 + 2 * 8000, r.stderr
+        assert written[40:44] == (2 * 8000).to_bytes(4, "little")  # the header rewritten to the data
+        assert sf.info(tmp_path / "out.wav").frames == 8000
+    if case == "header only":
+        assert (tmp_path / "out.wav").read_bytes() == b""  # not even a header
