@@ -202,7 +202,7 @@ def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsample
     counts = new_stream_counts()
     with (audio.open_atomic_writer(out, upsampler.output_rate, subtype) if to_file
           else contextlib.nullcontext(WavPipeWriter(out, upsampler.output_rate, subtype, out_frames))) as writer:
-        lowpass = _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0)
+        lowpass = _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0, name)
         read = counts.get("frames", 0)
         announced = "" if frames is None else f" (its header announces {frames / f.samplerate:.2f} s)"
         if read == 0:
@@ -221,7 +221,7 @@ def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsample
             "first_output_seconds": counts["first"]}
 
 
-def _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0) -> bool:
+def _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0, name) -> bool:
     """Read, band-limit if needed, upsample and write; returns whether the input was low-passed."""
 
     blocks = read_blocks(f, block_seconds, upsampler.input_rate, counts)
@@ -235,5 +235,5 @@ def _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0) -> 
     blocks = itertools.chain([first], blocks)
     if lowpass:
         blocks = bandlimit.lowpass_stream(blocks)
-    stream_to_writer(upsampler, blocks, writer, subtype, counts, t0)
+    stream_to_writer(upsampler, blocks, writer, subtype, counts, t0, name)
     return lowpass
