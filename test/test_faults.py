@@ -599,6 +599,8 @@ def test_link_loops_and_linked_files_are_walked_once(tmp_path, tiny_model, scrip
     assert [f.relative_to(base).as_posix() for f in found] == ["a.wav", "sub/b.wav"]
     s = splice_corpus(data_settings(base, tmp_path / "out"), jobs=1, progress=False)
     assert s.processed == 2 and not s.skipped
+    from speechsr.corpus import find_recordings
+    assert len(find_recordings(base, ["*"], [".wav"])) == 2  # 'loop' and 'sub' both match: b.wav once
     low = tmp_path / "low"
     (low / "sub").mkdir(parents=True)
     low_res_file(low / "a.wav", 0.3)
