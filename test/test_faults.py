@@ -629,7 +629,8 @@ def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
 # ------------------------------------------------------------------ issue 27: short and failing streams
 
 
-@pytest.mark.parametrize("case", ["truncated into a pipe", "truncated into a file", "header only", "empty stdin",
+@pytest.mark.parametrize("case", ["truncated into a pipe", "truncated into a file", "truncated file on stdin",
+                                  "header only", "empty stdin",
                                   "full disk on stdout", "broken pipe on stdout"])
 def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main, monkeypatch):
     import io
@@ -639,6 +640,10 @@ def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main,
     read, write = os.pipe()
     os.write(write, data)
     os.close(write)  # a stream that ends there, as `cat cut.wav |` gives
+    if case == "truncated file on stdin":  # `< cut.wav`
+        os.close(read)
+        (tmp_path / "cut.wav").write_bytes(data)
+        read = os.open(tmp_path / "cut.wav", os.O_RDONLY)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb")))
     if case in ("truncated into a pipe", "broken pipe on stdout"):
         read_out, write_out = os.pipe()
@@ -658,14 +663,16 @@ def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main,
                 "full disk on stdout": "<stdout>: cannot write (no space left on device)",
                 "broken pipe on stdout": "<stdout>: cannot write (broken pipe)"}.get(case)
     assert "Traceback" not in r.stderr
-    if case.startswith("truncated"):
+    if case.startswith("truncated into"):
         assert "<stdin>: truncated: its header announces 2.00 s of audio but the stream held 0.50 s" in r.stderr
+    if case == "truncated file on stdin":
+        assert "<stdin>: truncated: its header announces 16000 bytes of audio but the file holds 4000" in r.stderr
     if expected:
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f"error: {expected}"), r.stderr
     if case == "truncated into a pipe":
         with open(read_out, "rb") as f:
             assert len(f.read()) == 44 + 2 * 8000  # all the data, under a header that could not be fixed
-    if case == "truncated into a file":
+    if case in ("truncated into a file", "truncated file on stdin"):
         written = (tmp_path / "out.wav").read_bytes()
         assert r.returncode == 0 and len(written) == 44 + 2 * 8000, r.stderr
         assert written[40:44] == (2 * 8000).to_bytes(4, "little")  # the header rewritten to the data

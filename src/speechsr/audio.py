@@ -188,8 +188,9 @@ _DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILIN
 _warned_truncated: set[str] = set()
 
 
-def truncation_note(info: sf._SoundFileInfo) -> str | None:
-    """For a WAV whose header announces more audio than the file holds: one line saying so.
+def truncation_note(info: sf._SoundFileInfo | sf.SoundFile, name: str | None = None) -> str | None:
+    """For a WAV whose header announces more audio than the file holds: one line saying so,
+    naming ``name`` (default ``info.name``).
 
     libsndfile then reads what is there (``info.frames`` counts it). Streaming writers' size
     placeholders (>= 0x7FFF0000 bytes) are not taken for truncation.
@@ -200,7 +201,7 @@ def truncation_note(info: sf._SoundFileInfo) -> str | None:
     declared, actual = int(m.group(1)), int(m.group(2))
     if declared <= actual or declared >= 0x7FFF0000:
         return None
-    return (f"{info.name}: truncated: its header announces {declared} bytes of audio but the file "
+    return (f"{name or info.name}: truncated: its header announces {declared} bytes of audio but the file "
             f"holds {actual}; using the {info.frames / info.samplerate:.2f} s present")
 
 

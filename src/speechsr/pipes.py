@@ -197,6 +197,8 @@ def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsample
         subtype = "PCM_24"  # FLAC has no float samples
     if frames is None:
         frames = stream_frames(f)
+    if note := audio.truncation_note(f, name):  # a regular file (also on stdin): libsndfile knows its size
+        log.warning("%s", note)
     out_frames = frames * upsampler.factor if frames is not None and f.samplerate == upsampler.input_rate else None
     t0 = time.perf_counter()
     counts = new_stream_counts()
