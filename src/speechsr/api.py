@@ -69,7 +69,7 @@ class Model:
         channels than samples), float in [-1, 1] or int8/int16/int32 PCM (scaled like soundfile
         reads it). It is resampled to ``input_rate`` when ``rate`` differs; the output has
         ``factor`` x the resampled samples, written into one array allocated up front (memory:
-        the input, its float32 copy, the output). Raises ValueError for a bad shape, dtype or
+        the input, a float32 mono copy unless it is one already, the output). Raises ValueError for a bad shape, dtype or
         rate, NaN/infinite samples, or samples so large that the model's output is not finite.
         """
         x = as_mono_float(audio)

@@ -135,11 +135,15 @@ class WavPipeWriter:
         except OSError as e:  # broken pipe, full disk: name the stream, not just the errno
             raise audio.write_error(STDOUT, e) from None
 
-    def write(self, y: np.ndarray) -> None:
-        """Encode (libsndfile, RAW) and write one block ``[time]``, then flush."""
+    def _begin(self) -> None:
+        """Write the header once, noting where it starts when ``out`` is a regular file."""
         if self._start is None:
             self._start = _position(self.out)
             self._put(self._header(self.announced))
+
+    def write(self, y: np.ndarray) -> None:
+        """Encode (libsndfile, RAW) and write one block ``[time]``, then flush."""
+        self._begin()
         buf = io.BytesIO()
         sf.write(buf, np.asarray(y, dtype=np.float32), self.rate, subtype=self.subtype, format="RAW",
                  endian="LITTLE")
@@ -149,9 +153,7 @@ class WavPipeWriter:
     def close(self) -> None:
         """Make the header match the data: rewritten in place on a regular file; on a pipe an
         announced length that was not reached is a :class:`speechsr.audio.AudioError`."""
-        if self._start is None:
-            self._start = _position(self.out)
-            self._put(self._header(self.announced))
+        self._begin()
         if self.announced == self.frames:
             return
         if self._start >= 0:  # a regular file: rewind and state the real length
