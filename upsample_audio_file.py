@@ -27,6 +27,7 @@ Ctrl-C or SIGTERM: exit code 130, no partial output.
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -66,17 +67,22 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
     """(input, output) pairs; checks a single input is readable and output folders creatable.
 
     Folder scans skip earlier outputs (``*_upsampled.*``) and anything under the output folder.
+    No output (file, or ``--plot``'s figure) may be an input, an audio file found in an input
+    folder (skipped ones included) or another output, by name or by link: checked before any write.
     """
     out = Path(args.output) if args.output else None
     many = len(args.inputs) > 1 or Path(args.inputs[0]).is_dir()
     named = {Path(i).resolve() for i in args.inputs}
-    found = [(f, rel) for f, rel in audio.collect_audio_files(args.inputs, exclude=out if many else None)
-             if f.resolve() in named or not f.stem.endswith(SUFFIX[:-4])]
+    scanned = audio.collect_audio_files(args.inputs, exclude=out if many else None)
+    found = [(f, rel) for f, rel in scanned if f.resolve() in named or not f.stem.endswith(SUFFIX[:-4])]
     if not found:
         raise AudioError(f"{', '.join(args.inputs)}: no audio files (.wav .flac .ogg .sph)")
     if many:
+        what = "several inputs" if len(args.inputs) > 1 else f"{args.inputs[0]} is a folder"
         if out is None:
-            raise ValueError("several inputs: give an output folder with -o")
+            raise ValueError(f"{what}: give an output folder with -o")
+        if not out.is_dir() and out.suffix.lower() in audio.AUDIO_SUFFIXES:
+            raise ValueError(f"{out}: {what}: -o names an output folder, not a file")
         if (args.reference or args.plot) and len(found) > 1:
             raise ValueError("--reference/--plot take one input file; use evaluate.py for many")
         pairs = [(f, out / rel.with_name(rel.name + SUFFIX)) for f, rel in found]
@@ -90,11 +96,8 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
             dest = out
         pairs = [(f, dest)]
         audio_info(f)  # a one-line AudioError before any work (batches report per file)
-    if len({d.resolve() for _, d in pairs}) < len(pairs):
-        raise ValueError("two inputs would write the same output name; upsample them separately")
+    check_collisions([f for f, _ in scanned], [d for _, d in pairs], Path(args.plot) if args.plot else None)
     for f, dest in pairs:
-        if dest.resolve() == f.resolve():
-            raise ValueError(f"{dest}: output would overwrite the input")
         check_output_format(dest)  # '-o out.mp3' is refused, not written as WAV bytes
     if args.plot:  # fail now, not after the upsampling; a missing folder is made, as for outputs
         try:
@@ -104,6 +107,28 @@ def plan_outputs(args) -> list[tuple[Path, Path]]:
     for folder in sorted({d.parent for _, d in pairs}):
         cli.check_output_folder(folder)
     return pairs
+
+
+def check_collisions(inputs: list[Path], outputs: list[Path], plot: Path | None) -> None:
+    """ValueError (one line) when an output or the figure would replace an input (any audio file
+    scanned, earlier ``*_upsampled`` outputs in input folders included) or another output: the
+    same name, or the same file through a link (device and inode)."""
+    def keys(p: Path) -> set:
+        return {p.resolve(), audio.file_key(p)} - {None}
+
+    taken = {k: f for f in inputs for k in keys(f)}
+    written: dict = {}
+    for dest in outputs + ([plot] if plot else []):
+        what = "the figure" if dest is plot else "output"
+        hit = next((taken[k] for k in keys(dest) if k in taken), None)
+        if hit is not None:
+            raise ValueError(f"{dest}: {what} would overwrite the input {hit}; choose another output "
+                             "name or folder")
+        hit = next((written[k] for k in keys(dest) if k in written), None)
+        if hit is not None:
+            raise ValueError(f"{dest}: {what} would overwrite the output {hit}" if dest is plot else
+                             "two inputs would write the same output name; upsample them separately")
+        written.update(dict.fromkeys(keys(dest), dest))
 
 
 def run_reference(src: Path, dest: Path, upsampler, up, args) -> None:
@@ -224,8 +249,15 @@ def run_pipe(args, up) -> int:
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         if src is not None:
             files.check_input_band(src, upsampler.settings)
-        info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler,
-                                     up.output_subtype, 0.25 if stdin else up.block_seconds)
+        try:
+            info = pipes.upsample_stream(f, sys.stdout.buffer if stdout else dest, upsampler, up.output_subtype,
+                                         0.25 if stdin else up.block_seconds, name=pipes.STDIN if stdin else str(src))
+        except audio.WriteError:
+            if stdout:  # broken pipe, full disk: no second error when stdout is flushed at exit
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            raise
     if not args.quiet and not stdout:
         print(f"wrote {dest} ({info['seconds']:.2f} s, {info['subtype']}, {info['model_seconds']:.2f} s "
               f"to upsample, runtime {upsampler.runtime})")

@@ -106,3 +106,52 @@ def test_the_command_dispatches_to_the_scripts(capsys):
     assert code == 2 and "speechsr split: error: argument --by" in err
     code, _, err = speechsr_command(capsys, "nonsense")
     assert code == 2 and err.startswith("error: unknown command 'nonsense'")
+
+
+def test_ambiguous_arrays_bad_rates_and_bad_models_are_value_errors(tiny):
+    model = speechsr.load_model(tiny[0], tiny[1])
+    x = speech_like(0.5, 4000)
+    with pytest.raises(ValueError, match=r"shape \(6, 2000\) .* looks like \[channels, time\]"):
+        model.upsample(np.tile(x, (6, 1)), 4000)  # [channels, time]: was taken as 2000 channels of 6 samples
+    assert model.upsample(np.tile(x, (6, 1)).T, 4000)[0].size == 4 * x.size  # [time, channels] is fine
+    with pytest.raises(ValueError, match="int64 samples have no PCM scale"):
+        model.upsample(np.round(x * 32767).astype(np.int64), 4000)  # was scaled by 2^63: near-silence
+    for rate in ("abc", None, float("nan"), float("inf"), "4000", True, 4000.5, -4000):
+        for call in (lambda r: model.upsample(x, r), lambda r: speechsr.upsample(x, r, model=model),
+                     lambda r: speechsr.upsample(x, r)):
+            with pytest.raises(ValueError, match="rate must be a positive integer in Hz"):
+                call(rate)
+    assert model.upsample(x, 4000.0)[0].size == 4 * x.size
+    for bad in (None, 3):
+        with pytest.raises(ValueError, match="model must be 'pretrained'"):
+            speechsr.load_model(bad)
+        with pytest.raises(ValueError, match="model must be 'pretrained'"):
+            speechsr.upsample(x, 4000, model=bad)
+
+
+def test_huge_samples_never_give_nan(tmp_path, script_main):
+    model = speechsr.load_model("pretrained")
+    loud = (speech_like(0.5, 4000) * 5e29).astype(np.float32)  # finite, but the model overflows
+    with pytest.raises(ValueError, match=r"model's output is not finite \(input peak [0-9.]+e\+29"):
+        model.upsample(loud, 4000)
+    sf.write(tmp_path / "loud.wav", loud, 4000, subtype="FLOAT")
+    r = script_main("upsample_audio_file.py", tmp_path / "loud.wav", "--model", "pretrained")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'loud.wav'}: the model's output is not finite (input peak "), last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loud.wav"]  # nothing written
+
+
+def test_array_output_is_filled_in_place_not_joined(tiny):
+    import tracemalloc
+    model = speechsr.load_model(tiny[0], tiny[1])
+    x = speech_like(30.0, 4000)
+    model.upsample(x[:4000], 4000)  # traced once
+    tracemalloc.start()
+    try:
+        y, _ = model.upsample(x, 4000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert y.size == 4 * x.size
+    assert peak < 1.3 * y.nbytes, peak / y.nbytes  # was 2x: the blocks, then their concatenation

@@ -839,3 +839,151 @@ def test_sphere_sample_count_that_disagrees_with_the_data_warns(tmp_path, caplog
     s = splice_corpus(data_settings(base, tmp_path / "out", input_data_suffix=[".sph"]), jobs=1, progress=False)
     assert s.processed == 3 and [w["recording_id"] for w in s.warnings] == ["less", "more"]
     assert f"{less}: its SPHERE header's sample_count announces 100 samples" in s.warnings[0]["warning"]
+
+
+# ------------------------------------------------------------------ issue 27: outputs that name inputs
+
+
+def _tree(folder: Path) -> dict:
+    """Every file under ``folder`` (links not followed) -> its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.parametrize("case", ["plot is the input", "plot is the output", "plot is a link to the input",
+                                  "reference plot is the input", "output is a hard link to the input",
+                                  "input named like another's output", "earlier output in the input folder"])
+def test_no_output_may_replace_an_input_or_another_output(tmp_path, case, script_main):
+    src = low_res_file(tmp_path / "p.wav", 0.5)
+    args = {"plot is the input": [src, "-o", "out.wav", "--plot", "p.wav"],
+            "plot is the output": [src, "-o", "out.wav", "--plot", "out.wav"],
+            "plot is a link to the input": [src, "-o", "out.wav", "--plot", "link.png"],
+            "reference plot is the input": [src, "--reference", "--plot", "p.wav"],
+            "output is a hard link to the input": [src, "-o", "hard.wav"],
+            "input named like another's output": [src, "p_upsampled.wav", "-o", "."],
+            "earlier output in the input folder": [tmp_path, "-o", tmp_path]}[case]
+    if case == "plot is a link to the input":
+        (tmp_path / "link.png").symlink_to(src)
+    if case == "output is a hard link to the input":
+        os.link(src, tmp_path / "hard.wav")
+    if case in ("input named like another's output", "earlier output in the input folder"):
+        low_res_file(tmp_path / "p_upsampled.wav", 0.5, seed=1)
+    before = _tree(tmp_path)
+    r = script_main(UPSAMPLE, *args, "--model", tmp_path / "absent.keras", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "would overwrite the" in r.stderr, r.stderr
+    assert _tree(tmp_path) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("case", ["/dev/zero", "fifo", "folder named x.wav", "folder into -o x.wav"])
+def test_misleading_causes_are_named_for_what_they_are(tmp_path, case, script_main):
+    if case == "fifo":
+        os.mkfifo(tmp_path / "f.wav")
+    if case.startswith("folder"):
+        (tmp_path / "x.wav").mkdir()
+        low_res_file(tmp_path / "x.wav" / "a.wav", 0.5)
+    args, expected = {"/dev/zero": (["/dev/zero"], "/dev/zero: not a regular file (a character device)"),
+                      "fifo": ([tmp_path / "f.wav"], "f.wav: not a regular file (a FIFO)"),
+                      "folder named x.wav": ([tmp_path / "x.wav"], "x.wav is a folder: give an output folder"),
+                      "folder into -o x.wav": ([tmp_path / "x.wav", "-o", tmp_path / "y.wav"],
+                                               "y.wav: " + str(tmp_path / "x.wav") + " is a folder: -o names an "
+                                               "output folder, not a file")}[case]
+    r = script_main(UPSAMPLE, *args, "--model", tmp_path / "absent.keras", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and expected in r.stderr, r.stderr
+    assert not (tmp_path / "y.wav").exists()
+
+
+# ------------------------------------------------------------------ issue 27: link loops
+
+
+def test_link_loops_and_linked_files_are_walked_once(tmp_path, tiny_model, script_main):
+    base = tmp_path / "corpus"
+    (base / "sub").mkdir(parents=True)
+    sf.write(base / "a.wav", speech_like(1.2, seed=1), SR, subtype="PCM_16")
+    sf.write(base / "sub" / "b.wav", speech_like(1.2, seed=2), SR, subtype="PCM_16")
+    (base / "loop").symlink_to(".")          # ln -s . loop: the whole tree again, 40 times deep
+    (base / "again.wav").symlink_to("a.wav")  # the same file under another name
+    found = audio.walk_audio_files(base)
+    assert [f.relative_to(base).as_posix() for f in found] == ["a.wav", "sub/b.wav"]
+    s = splice_corpus(data_settings(base, tmp_path / "out"), jobs=1, progress=False)
+    assert s.processed == 2 and not s.skipped
+    from speechsr.corpus import find_recordings
+    assert len(find_recordings(base, ["*"], [".wav"])) == 2  # 'loop' and 'sub' both match: b.wav once
+    low = tmp_path / "low"
+    (low / "sub").mkdir(parents=True)
+    low_res_file(low / "a.wav", 0.3)
+    low_res_file(low / "sub" / "b.wav", 0.3, seed=1)
+    (low / "loop").symlink_to(".")
+    r = script_main(UPSAMPLE, low, "-o", tmp_path / "up", "--model", tiny_model.path, "-q")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.relative_to(tmp_path / "up").as_posix() for p in (tmp_path / "up").rglob("*.wav"))
+    assert written == ["a_upsampled.wav", "sub/b_upsampled.wav"]
+
+
+# ------------------------------------------------------------------ issue 27: names that are not UTF-8
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
+    src = Path(os.fsdecode(os.fsencode(tmp_path) + b"/call\xff\xfe.wav"))
+    low_res_file(tmp_path / "call.wav", 0.5).rename(src)
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/new\xff/out\xfe.wav"))
+    r = run_script(UPSAMPLE, src, "-o", out, "--model", "pretrained", "--runtime", "lite")  # lean: no TensorFlow
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "wrote " in r.stdout and "out\\udcfe.wav" in r.stdout  # escaped, not an encoding error
+    assert sf.info(os.fsencode(out)).frames == 4 * 2000
+    assert sorted(os.listdir(os.fsencode(out.parent))) == [b"out\xfe.wav"]
+
+
+# ------------------------------------------------------------------ issue 27: short and failing streams
+
+
+@pytest.mark.parametrize("case", ["truncated into a pipe", "truncated into a file", "truncated file on stdin",
+                                  "header only", "empty stdin",
+                                  "full disk on stdout", "broken pipe on stdout"])
+def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main, monkeypatch):
+    import io
+    wav = io.BytesIO()
+    sf.write(wav, speech_like(2.0, 4000, seed=3), 4000, subtype="PCM_16", format="WAV")  # header: 2 s
+    data = {"header only": wav.getvalue()[:44], "empty stdin": b""}.get(case, wav.getvalue()[:44 + 4000])  # 0.5 s
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)  # a stream that ends there, as `cat cut.wav |` gives
+    if case == "truncated file on stdin":  # `< cut.wav`
+        os.close(read)
+        (tmp_path / "cut.wav").write_bytes(data)
+        read = os.open(tmp_path / "cut.wav", os.O_RDONLY)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb")))
+    if case in ("truncated into a pipe", "broken pipe on stdout"):
+        read_out, write_out = os.pipe()
+        out = open(write_out, "wb")
+        if case == "broken pipe on stdout":
+            os.close(read_out)  # the reader is gone
+    else:
+        out = open("/dev/full" if case == "full disk on stdout" else tmp_path / "out.wav", "wb")
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
+    try:
+        r = script_main(UPSAMPLE, "-", "-o", "-", "--model", "pretrained", "-q")
+    finally:
+        out.close()
+    expected = {"truncated into a pipe": "<stdout>: its WAV header announces 2.00 s but 0.50 s were written",
+                "header only": "<stdin>: contains no audio samples (its header announces 2.00 s)",
+                "empty stdin": "<stdin>: stdin is empty",
+                "full disk on stdout": "<stdout>: cannot write (no space left on device)",
+                "broken pipe on stdout": "<stdout>: cannot write (broken pipe)"}.get(case)
+    assert "Traceback" not in r.stderr
+    if case.startswith("truncated into"):
+        assert "<stdin>: truncated: its header announces 2.00 s of audio but the stream held 0.50 s" in r.stderr
+    if case == "truncated file on stdin":
+        assert "<stdin>: truncated: its header announces 16000 bytes of audio but the file holds 4000" in r.stderr
+    if expected:
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f"error: {expected}"), r.stderr
+    if case == "truncated into a pipe":
+        with open(read_out, "rb") as f:
+            assert len(f.read()) == 44 + 2 * 8000  # all the data, under a header that could not be fixed
+    if case in ("truncated into a file", "truncated file on stdin"):
+        written = (tmp_path / "out.wav").read_bytes()
+        assert r.returncode == 0 and len(written) == 44 + 2 * 8000, r.stderr
+        assert written[40:44] == (2 * 8000).to_bytes(4, "little")  # the header rewritten to the data
+        assert sf.info(tmp_path / "out.wav").frames == 8000
+    if case == "header only":
+        assert (tmp_path / "out.wav").read_bytes() == b""  # not even a header

@@ -68,25 +68,32 @@ class Model:
     def upsample(self, audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
         """Upsample ``audio`` sampled at ``rate`` Hz; returns ``(float32 [time'], output_rate)``.
 
-        ``audio``: ``[time]`` or ``[time, channels]`` (downmixed to mono by the mean), float
-        in [-1, 1] or signed integer PCM (scaled like soundfile reads it). It is resampled to
-        ``input_rate`` when ``rate`` differs; the output has ``factor`` x the resampled samples.
-        Raises ValueError for a bad shape, rate or NaN/infinite samples.
+        ``audio``: ``[time]`` or ``[time, channels]`` (downmixed to mono by the mean; fewer
+        channels than samples), float in [-1, 1] or int8/int16/int32 PCM (scaled like soundfile
+        reads it). It is resampled to ``input_rate`` when ``rate`` differs; the output has
+        ``factor`` x the resampled samples, written into one array allocated up front (memory:
+        the input, a float32 mono copy unless it is one already, the output). Raises ValueError for a bad shape, dtype or
+        rate, NaN/infinite samples, or samples so large that the model's output is not finite.
         """
         x = as_mono_float(audio)
-        if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
-            raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
+        rate = check_rate(rate)
         if not np.all(np.isfinite(x)):
             raise ValueError("input contains NaN or infinite samples")
-        blocks = resampled_blocks(x, int(rate), self.input_rate, self.settings.block_seconds)
+        blocks = resampled_blocks(x, rate, self.input_rate, self.settings.block_seconds)
         first = next(blocks, np.zeros(0, np.float32))  # decides the input low-pass, as for files
         blocks = itertools.chain([first], blocks)
         if bandlimit.needs_lowpass(first, self.upsampler.input_lowpass):
             log.info("array input: content at the band edge; low-passing it like the training inputs")
             blocks = bandlimit.lowpass_stream(blocks)
-        out = list(self.upsampler.stream(blocks))
-        y = np.concatenate(out) if out else np.zeros(0, np.float32)
-        return y, self.output_rate
+        # soxr gives about len * input_rate / rate samples: room for a few more, trimmed at the end
+        y = np.empty(self.upsampler.factor * (-(-x.size * self.input_rate // rate) + 64), np.float32)
+        end = 0
+        for block in self.upsampler.stream(blocks):
+            if end + block.size > y.size:  # never expected; stays correct if it happens
+                y = np.concatenate([y[:end], np.empty(max(block.size, y.size // 8), np.float32)])
+            y[end:end + block.size] = block
+            end += block.size
+        return y[:end], self.output_rate
 
     def upsample_file(self, path: str | os.PathLike, out_path: str | os.PathLike,
                       subtype: str | None = None) -> dict:
@@ -100,15 +107,23 @@ class Model:
 
 
 def as_mono_float(audio) -> np.ndarray:
-    """``[time]`` / ``[time, channels]`` float or signed-int samples -> mono float32 ``[time]``.
+    """``[time]`` / ``[time, channels]`` float or int8/16/32 samples -> mono float32 ``[time]``.
 
     Integers are scaled to [-1, 1) as soundfile reads PCM; channels are averaged in float32 as
-    :mod:`speechsr.audio` downmixes files.
+    :mod:`speechsr.audio` downmixes files. A 2-D array with more channels than samples is taken
+    for ``[channels, time]`` and refused (pass ``audio.T``), and so is int64 (whose PCM scale is
+    unknown: 2^63 would make 16-bit values near-silent).
     """
     x = np.asarray(audio)
     if x.ndim not in (1, 2):
         raise ValueError(f"audio must be [time] or [time, channels], got shape {x.shape}")
+    if x.ndim == 2 and x.shape[1] > x.shape[0] > 0:
+        raise ValueError(f"audio of shape {x.shape} has more channels than samples: it looks like "
+                         "[channels, time]; pass [time, channels] (audio.T)")
     if np.issubdtype(x.dtype, np.signedinteger):
+        if x.dtype.itemsize > 4:
+            raise ValueError(f"{x.dtype} samples have no PCM scale: give int16/int32 PCM, or float in "
+                             "[-1, 1] (e.g. audio / 32768 for 16-bit values)")
         x = x / float(-np.iinfo(x.dtype).min)
     elif not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"audio must be float or signed integer samples, got {x.dtype}")
@@ -116,6 +131,25 @@ def as_mono_float(audio) -> np.ndarray:
     if x.ndim == 2:
         x = x.mean(axis=1)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_rate(rate) -> int:
+    """``rate`` (Hz) as an int; ValueError unless it is a positive whole number (not a bool,
+    string, NaN or infinity)."""
+    try:
+        ok = not isinstance(rate, (bool, str, bytes)) and rate > 0 and int(rate) == rate
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
+    return int(rate)
+
+
+def check_model_name(model) -> None:
+    """ValueError (not a TypeError from deep inside) unless ``model`` can name a model: a string or path."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise ValueError(f"model must be 'pretrained', 'fast', 'telephony', 'auto', the path of a .keras "
+                         f"model or a speechsr.Model, got {model!r}")
 
 
 def resampled_blocks(x: np.ndarray, rate: int, to_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
@@ -152,6 +186,7 @@ def load_model(name_or_path: str | os.PathLike = PRETRAINED,
     TensorFlow runtime's shuffle): None (the model's own choice), ``"auto"``, ``"op"`` or
     ``"reshape"``. Raises ``model_io.ModelNotFoundError``, SettingsError or ValueError.
     """
+    check_model_name(name_or_path)
     up = upsampling if isinstance(upsampling, UpsamplingSettings) else \
         settings.load("upsampling", upsampling or settings.DEFAULT_SETTINGS_DIR)
     if str(name_or_path) in (TELEPHONY, FULLBAND_8K, AUTO):
@@ -178,6 +213,7 @@ def _model(model) -> Model:
     """A :class:`Model` as given, or the cached one loaded for a name or path."""
     if isinstance(model, Model):
         return model
+    check_model_name(model)
     key = (str(model) if str(model) in routing.MODEL_NAMES else str(Path(model).resolve()),)
     with _cache_lock:
         if key not in _cache:
@@ -206,8 +242,7 @@ def upsample(audio: np.ndarray, rate: int, model: Model | str | os.PathLike = AU
     See :meth:`Model.upsample`.
     """
     if isinstance(model, str) and model == AUTO:
-        if isinstance(rate, bool) or int(rate) != rate or rate <= 0:
-            raise ValueError(f"rate must be a positive integer in Hz, got {rate!r}")
+        rate = check_rate(rate)
         x = as_mono_float(audio)
         route = routing.choose(int(rate), x[:int(routing.PROBE_SECONDS * rate)])
         routing.log_route(route, "array input")

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,23 +39,49 @@ def walk_audio_files(folder: str | os.PathLike, suffixes=AUDIO_SUFFIXES,
     """Files under ``folder`` (recursively, following links) whose suffix is one of ``suffixes``
     (lower case, with the dot), sorted by relative path. Hidden files and folders (``.git``,
     our own ``.partial`` folders) and the ``exclude`` folders (e.g. an output folder inside
-    the input) are skipped. The one audio-file walker: corpora (:mod:`speechsr.corpus`) and
-    the upsample/evaluate folders (:func:`collect_audio_files`)."""
-    folder, excluded = Path(folder), [Path(e) for e in exclude]
-
-    def same(a: Path, b: Path) -> bool:
-        try:
-            return a.resolve() == b.resolve()
-        except OSError:
-            return False
-
-    found = []
+    the input) are skipped. Each real folder is entered once and each real file listed once
+    (by device and inode: the first in walk order), so link loops (``ln -s . l``) and links to
+    files already found add nothing. The one audio-file walker: corpora (:mod:`speechsr.corpus`)
+    and the upsample/evaluate folders (:func:`collect_audio_files`)."""
+    folder, excluded = Path(folder), {k for k in map(file_key, exclude) if k}
+    entered = {file_key(folder)}
+    found, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not any(same(root_path / d, e) for e in excluded))
-        found += [root_path / name for name in files
-                  if not name.startswith(".") and Path(name).suffix.lower() in suffixes]
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            key = file_key(root_path / d)
+            if key is not None and key not in entered and key not in excluded:
+                entered.add(key)
+                keep.append(d)
+        dirs[:] = keep
+        for name in sorted(files):
+            key = file_key(root_path / name)
+            if not name.startswith(".") and Path(name).suffix.lower() in suffixes and (key is None or key not in seen):
+                seen.add(key)
+                found.append(root_path / name)
     return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+
+
+def file_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(device, inode)`` of what ``path`` names (links followed), or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same resolved path (for names not yet written),
+    or the same device and inode (hard and symbolic links)."""
+    ka, kb = file_key(a), file_key(b)
+    if ka is not None and ka == kb:
+        return True
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def collect_audio_files(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None
@@ -113,19 +140,36 @@ def write_error(path: str | os.PathLike, exc: BaseException) -> WriteError:
     return err
 
 
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+          stat.S_IFSOCK: "a socket"}
+
+
+def sf_name(path: str | os.PathLike) -> bytes:
+    """``path`` as the bytes libsndfile opens: any name the file system holds, also one that is
+    not valid UTF-8 (Python keeps its bytes as surrogate escapes, which soundfile cannot encode)."""
+    return os.fsencode(path)
+
+
 def _describe(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     text = text[-1] if text else type(exc).__name__
-    return text.replace("Error opening", "cannot open").strip()
+    return re.sub(r"^Error opening .*?: (?=\S)", "", text).strip()  # the name is already said
 
 
 def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """soundfile's info (rate, channels, frames, subtype) with a one-line error on failure."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioError(f"{path}: file not found") from None
+    except OSError as e:
+        raise AudioError(f"{path}: cannot open ({(e.strerror or str(e)).lower()})") from None
+    if stat.S_ISDIR(mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"{path}: not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'special file')}); "
+                         f"give a file, or '-' for a WAV stream on stdin")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     try:
@@ -139,9 +183,10 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
             raise AudioError(f"{path}: not a readable audio file (SPHERE header field {key} is {fields[key]}, "
                              "must be above 0)")
     try:
-        info = sf.info(str(path))
+        info = sf.info(sf_name(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError with long text
         raise AudioError(f"{path}: not a readable audio file ({_describe(e)})") from None
+    info.name = str(path)  # not the bytes given to libsndfile
     if info.frames == 0:
         raise AudioError(f"{path}: contains no audio samples")
     return info
@@ -176,9 +221,10 @@ def _sphere_count_note(info: sf._SoundFileInfo) -> str | None:
             f"{info.frames}; using the {info.frames / info.samplerate:.2f} s present")
 
 
-def truncation_note(info: sf._SoundFileInfo) -> str | None:
+def truncation_note(info: sf._SoundFileInfo | sf.SoundFile, name: str | None = None) -> str | None:
     """For a WAV whose header announces more audio than the file holds, or a SPHERE file whose
-    ``sample_count`` disagrees with its samples: one line saying so.
+    ``sample_count`` disagrees with its samples: one line saying so, naming ``name`` (default
+    ``info.name``).
 
     libsndfile then reads what is there (``info.frames`` counts it). Streaming writers' size
     placeholders (>= 0x7FFF0000 bytes) are not taken for truncation.
@@ -191,7 +237,7 @@ def truncation_note(info: sf._SoundFileInfo) -> str | None:
     declared, actual = int(m.group(1)), int(m.group(2))
     if declared <= actual or declared >= 0x7FFF0000:
         return None
-    return (f"{info.name}: truncated: its header announces {declared} bytes of audio but the file "
+    return (f"{name or info.name}: truncated: its header announces {declared} bytes of audio but the file "
             f"holds {actual}; using the {info.frames / info.samplerate:.2f} s present")
 
 
@@ -233,7 +279,7 @@ def read_audio(path: str | os.PathLike, rate: int | None = None,
     first = int(round(start * info.samplerate))
     last = None if stop is None else int(round(stop * info.samplerate))
     try:
-        data, file_rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
+        data, file_rate = sf.read(sf_name(path), start=first, stop=last, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"{path}: read failed, file truncated or corrupt ({_describe(e)})") from None
     if data.shape[0] == 0 and info.frames > first:
@@ -289,7 +335,7 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float, rate: int |
         return x
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(sf_name(path)) as f:
             yield from resampled_blocks(lambda n: read(f, n), frames, info.samplerate, rate or info.samplerate)
     except AudioError:
         raise
@@ -368,7 +414,7 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int, subtype
     fmt = _format_for(path)
     try:
         with atomic_path(path) as tmp:
-            sf.write(str(tmp), np.asarray(samples), rate, subtype=subtype, format=fmt)
+            sf.write(sf_name(tmp), np.asarray(samples), rate, subtype=subtype, format=fmt)
     except (OSError, sf.SoundFileError) as e:
         raise write_error(path, e) from None
 
@@ -417,7 +463,7 @@ def open_atomic_writer(path: str | os.PathLike, rate: int, subtype: str = "FLOAT
     fmt = _format_for(path)
     try:
         with atomic_path(path) as tmp:
-            f = sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, subtype=subtype, format=fmt)
+            f = sf.SoundFile(sf_name(tmp), "w", samplerate=rate, channels=1, subtype=subtype, format=fmt)
             try:
                 yield _CheckedWriter(f, path)
             except BaseException:

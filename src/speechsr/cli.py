@@ -24,6 +24,7 @@ code of a failure (:func:`failure_exit_code`: one line on stderr, 2; 130 when in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -92,8 +93,11 @@ def start_script(progress_lines: bool = False) -> None:
     """What each script does right after parsing its arguments: SIGTERM stops it like Ctrl-C
     (temporary files are removed; both honoured even when TensorFlow swallows the first
     KeyboardInterrupt: :mod:`speechsr.signals`), warnings go to stderr as ``LEVEL: message``; with
-    ``progress_lines`` the package's INFO lines too, as plain messages (train.py)."""
+    ``progress_lines`` the package's INFO lines too, as plain messages (train.py). File names that
+    are not valid UTF-8 are printed with backslash escapes on stdout too (as on stderr)."""
     signals.install()
+    with contextlib.suppress(AttributeError, ValueError):  # a replaced stdout (tests) may not reconfigure
+        sys.stdout.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.WARNING,
                         format="%(message)s" if progress_lines else "%(levelname)s: %(message)s")
     if progress_lines:  # our progress lines, not TensorFlow's INFO chatter

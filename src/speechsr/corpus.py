@@ -2,8 +2,8 @@
 
 Under a base folder, each entry of ``input_dir_name_dirs`` is a glob pattern of sub-folders
 (``TEDLIUM_release*/train/sph``); an empty list scans the whole tree. Files whose suffix
-(case-insensitive) is one of ``input_data_suffix`` are collected recursively, sorted by their
-path relative to the base.
+(case-insensitive) is one of ``input_data_suffix`` are collected recursively, each real file
+once (by device and inode, also across folders), sorted by their path relative to the base.
 
 Recording id: that relative path without its suffix, ``/`` replaced by ``__``
 (``TEDLIUM_release2/train/sph/Talk.sph`` -> ``TEDLIUM_release2__train__sph__Talk``), so ids
@@ -16,7 +16,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from speechsr.audio import walk_audio_files
+from speechsr.audio import file_key, walk_audio_files
 from speechsr.settings import project_path
 
 
@@ -56,7 +56,12 @@ def find_recordings(base: str | os.PathLike, dirs: list[str], suffixes: list[str
     folders = [base] if not dirs else sorted({p for pattern in dirs for p in base.glob(pattern) if p.is_dir()})
     if not folders:
         raise CorpusError(f"{base}: no folder matches input_dir_name_dirs {dirs}")
-    files = {f.relative_to(base) for folder in folders for f in walk_audio_files(folder, wanted, excluded)}
+    files, seen = set(), set()
+    for f in (f for folder in folders for f in walk_audio_files(folder, wanted, excluded)):
+        key = file_key(f)  # folders matched twice (a pattern and a link to it): each file once
+        if key is None or key not in seen:
+            seen.add(key)
+            files.add(f.relative_to(base))
     if not files:
         raise CorpusError(f"{base}: no {'/'.join(sorted(wanted))} files found in {dirs or 'the whole tree'}")
     ordered = sorted(files, key=lambda p: p.as_posix())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from speechsr import audio, bandlimit
-from speechsr.inference import Upsampler
+from speechsr.inference import NonFiniteOutput, Upsampler
 from speechsr.settings import ModelSettings
 
 log = logging.getLogger("speechsr")
@@ -90,7 +90,7 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     (samples at input/output rate).
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    if in_path.resolve() == out_path.resolve():
+    if audio.same_file(in_path, out_path):  # by name or through a link
         raise ValueError(f"{out_path}: output would overwrite the input")
     if check_band:
         check_input_band(in_path, upsampler.settings)
@@ -104,7 +104,7 @@ def upsample_file(in_path: str | os.PathLike, out_path: str | os.PathLike, upsam
     if lowpass:
         blocks = bandlimit.lowpass_stream(blocks)
     with audio.open_atomic_writer(out_path, upsampler.output_rate, subtype) as writer:
-        stream_to_writer(upsampler, blocks, writer, subtype, counts, t0)
+        stream_to_writer(upsampler, blocks, writer, subtype, counts, t0, in_path)
     if counts["clipped"]:
         log.warning("%s: %d samples clipped to [-1, 1] (%s output)", out_path, counts["clipped"], subtype)
     return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
@@ -117,25 +117,30 @@ def new_stream_counts() -> dict:
     return {"in": 0, "out": 0, "clipped": 0, "first": None}
 
 
-def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts: dict, t0: float) -> None:
+def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts: dict, t0: float,
+                     name="input") -> None:
     """Upsample low-res ``blocks`` (``[time]`` at ``input_rate``) into ``writer`` (``.write([time])``).
 
     PCM subtypes are clipped to [-1, 1]. ``counts`` (:func:`new_stream_counts`) is updated as it
-    goes; ``counts["first"]`` is the time (s since ``t0``) of the first output block.
+    goes; ``counts["first"]`` is the time (s since ``t0``) of the first output block. Output that
+    is not finite is an AudioError naming the input ``name``: NaN is never written.
     """
     def counted(source):
         for b in source:
             counts["in"] += b.size
             yield b
 
-    for y in upsampler.stream(counted(blocks)):
-        if subtype != "FLOAT":
-            counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
-            y = np.clip(y, -1.0, 1.0)
-        writer.write(y)
-        counts["out"] += y.size
-        if counts["first"] is None:
-            counts["first"] = time.perf_counter() - t0
+    try:
+        for y in upsampler.stream(counted(blocks)):
+            if subtype != "FLOAT":
+                counts["clipped"] += int(np.count_nonzero(np.abs(y) > 1.0))
+                y = np.clip(y, -1.0, 1.0)
+            writer.write(y)
+            counts["out"] += y.size
+            if counts["first"] is None:
+                counts["first"] = time.perf_counter() - t0
+    except NonFiniteOutput as e:
+        raise audio.AudioError(f"{name}: {e}") from None
 
 
 def decide_lowpass(upsampler: Upsampler, name, head: np.ndarray) -> bool:

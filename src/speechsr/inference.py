@@ -53,6 +53,11 @@ class TFRunner(WindowRunner):
         return np.asarray(self.fn(windows))
 
 
+class NonFiniteOutput(ValueError):
+    """The model's output holds NaN or infinite values (input samples far outside [-1, 1]);
+    ``str()`` names the input's peak. Callers put the file's name in front."""
+
+
 class Upsampler:
     """Windowed batched inference of a model ``[batch, T, 1] -> [batch, T * factor, 1]``.
 
@@ -122,12 +127,15 @@ class Upsampler:
 
         The concatenated output has exactly ``factor`` x the total input samples. A window
         is processed once input past its end has arrived (or the stream ended), so the
-        windows and batches are the same whatever the block sizes.
+        windows and batches are the same whatever the block sizes. Output that is not finite
+        (the model overflows on samples far outside [-1, 1]) raises :class:`NonFiniteOutput`
+        before it is yielded.
         """
         W, H, f = self.window, self.hop, self.factor
         buf, buf_start, total = np.zeros(0, np.float32), 0, 0  # input from window state["k"] + len(ready) on
         ready: list[np.ndarray] = []  # windows cut but not yet run (at most batch_size)
-        state = {"pending": None, "k": 0}  # faded tail of the last window run; next window to emit
+        # faded tail of the last window run; next window to emit; largest input magnitude so far
+        state = {"pending": None, "k": 0, "peak": 0.0}
 
         for block in blocks:
             block = np.asarray(block, dtype=np.float32)
@@ -137,6 +145,8 @@ class Upsampler:
                 raise ValueError(f"blocks must be mono [time], got shape {block.shape}")
             if not np.all(np.isfinite(block)):
                 raise ValueError("input contains NaN or infinite samples")
+            if block.size:
+                state["peak"] = max(state["peak"], float(np.max(np.abs(block))))
             buf = np.concatenate([buf, block]) if buf.size else block.copy()
             total += block.size
             k = state["k"] + len(ready)  # next window to cut
@@ -164,6 +174,9 @@ class Upsampler:
         """Run a batch and overlap-add it; returns the output samples now final."""
         H, O, f = self.hop, self.overlap, self.factor
         outputs = self._run(np.stack(windows))
+        if not np.all(np.isfinite(outputs)):
+            raise NonFiniteOutput(f"the model's output is not finite (input peak {state['peak']:.3g}; samples "
+                                  "should lie in [-1, 1])")
         pieces = []
         for y in outputs:
             k = state["k"]

@@ -10,7 +10,11 @@
   header is written first, with the data length when it is known in advance (input length
   known at the model's input rate) and otherwise sox's "unspecified" length ``0x7ffff000``,
   which sox reads silently and libsndfile reads to the end of the stream; the samples are
-  encoded by libsndfile (RAW) and flushed after every block.
+  encoded by libsndfile (RAW) and flushed after every block. The header goes out with the first
+  block (a stream without samples writes nothing). When the stream ends short of the length its
+  header announced, a warning says so and the output header is rewritten where stdout is a
+  regular file; on a pipe, whose header cannot be fixed, the run fails after the data.
+  A failed write (broken pipe, full disk) is a :class:`speechsr.audio.WriteError` naming stdout.
 * **Latency and memory**: blocks of ``block_seconds`` are read as they arrive; with
   ``batch_size`` 1 the first output is written once one window plus one block of input has
   arrived; memory is one block plus the upsampler's window buffers, whatever the length.
@@ -23,6 +27,7 @@ import io
 import itertools
 import logging
 import os
+import stat
 import struct
 import time
 from pathlib import Path
@@ -42,19 +47,34 @@ _BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
 _MAX_FRAMES = 2 ** 31 - 1  # libsndfile's "unknown" frame count for streams
 
 
+#: How messages name the standard streams.
+STDIN, STDOUT = "<stdin>", "<stdout>"
+
+
 def open_stream(fileobj: BinaryIO) -> sf.SoundFile:
-    """A SoundFile reading ``fileobj`` (e.g. ``sys.stdin.buffer``); AudioError when unreadable."""
+    """A SoundFile reading ``fileobj`` (e.g. ``sys.stdin.buffer``); AudioError when unreadable
+    (``stdin is empty`` when nothing at all came)."""
     try:
         return sf.SoundFile(fileobj.fileno(), closefd=False)
     except Exception as e:  # LibsndfileError with a long message
-        raise audio.AudioError(f"<stdin>: not a readable audio stream ({audio._describe(e)})") from None
+        if _at_end(fileobj):
+            raise audio.AudioError(f"{STDIN}: stdin is empty (or shorter than a WAV header)") from None
+        raise audio.AudioError(f"{STDIN}: not a readable audio stream ({audio._describe(e)})") from None
+
+
+def _at_end(fileobj: BinaryIO) -> bool:
+    """Whether nothing is left to read on ``fileobj`` (after libsndfile read what it could)."""
+    try:
+        return os.read(fileobj.fileno(), 1) == b""
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 def open_file(path: str | os.PathLike) -> sf.SoundFile:
     """A SoundFile reading the file ``path``; AudioError (one line) when unreadable."""
     audio.audio_info(path)
     try:
-        return sf.SoundFile(str(path))
+        return sf.SoundFile(audio.sf_name(path))
     except Exception as e:
         raise audio.AudioError(f"{path}: not a readable audio file ({audio._describe(e)})") from None
 
@@ -65,13 +85,17 @@ def stream_frames(f: sf.SoundFile) -> int | None:
     return None if frames <= 0 or frames >= _MAX_FRAMES or frames * _BYTES["FLOAT"] >= UNSPECIFIED_LENGTH else frames
 
 
-def read_blocks(f: sf.SoundFile, block_seconds: float, rate: int) -> Iterator[np.ndarray]:
-    """Mono float32 blocks ``[time]`` at ``rate`` Hz from an open stream, read as they arrive."""
+def read_blocks(f: sf.SoundFile, block_seconds: float, rate: int, counts: dict | None = None
+                ) -> Iterator[np.ndarray]:
+    """Mono float32 blocks ``[time]`` at ``rate`` Hz from an open stream, read as they arrive;
+    ``counts["frames"]`` (when given) tallies the frames read at the stream's own rate."""
     def read(n: int) -> np.ndarray:
         try:
             data = f.read(n, dtype="float32", always_2d=True)
         except Exception as e:
-            raise audio.AudioError(f"<stdin>: read failed ({audio._describe(e)})") from None
+            raise audio.AudioError(f"{STDIN}: read failed ({audio._describe(e)})") from None
+        if counts is not None:
+            counts["frames"] = counts.get("frames", 0) + len(data)
         return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], dtype=np.float32)
 
     return audio.resampled_blocks(read, max(1, int(block_seconds * f.samplerate)), f.samplerate, rate)
@@ -107,48 +131,95 @@ class Peeked:
 
 
 class WavPipeWriter:
-    """Mono WAV onto a binary stream that cannot seek: header first, then encoded blocks.
+    """Mono WAV onto a binary stream that may not seek: header first, then encoded blocks.
 
     ``frames``: the total, when known in advance, else the header says "unspecified".
-    ``subtype``: 'PCM_16' | 'PCM_24' | 'FLOAT'.
+    ``subtype``: 'PCM_16' | 'PCM_24' | 'FLOAT'. The header is written with the first block;
+    :meth:`close` makes it match the data (see the module docstring).
     """
 
     def __init__(self, out: BinaryIO, rate: int, subtype: str, frames: int | None = None):
         if subtype not in _BYTES:
             raise ValueError(f"pipe output subtype must be one of {', '.join(_BYTES)}, got {subtype!r}")
-        self.out, self.rate, self.subtype = out, rate, subtype
-        width = _BYTES[subtype]
+        self.out, self.rate, self.subtype, self.announced = out, rate, subtype, frames
+        self.frames, self._start = 0, None
+
+    def _header(self, frames: int | None) -> bytes:
+        width = _BYTES[self.subtype]
         data = frames * width if frames is not None and frames * width < UNSPECIFIED_LENGTH else UNSPECIFIED_LENGTH
+        rate = self.rate
         fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * width, width, 8 * width)  # WAVE_FORMAT_PCM
         chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        if subtype == "FLOAT":  # WAVE_FORMAT_IEEE_FLOAT: fmt extension (cbSize 0) and a fact chunk
+        if self.subtype == "FLOAT":  # WAVE_FORMAT_IEEE_FLOAT: fmt extension (cbSize 0) and a fact chunk
             fmt = struct.pack("<HHIIHHH", 3, 1, rate, rate * width, width, 8 * width, 0)
             chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt
                       + b"fact" + struct.pack("<II", 4, min(data // width, 0xFFFFFFFF)))
-        out.write(b"RIFF" + struct.pack("<I", 4 + len(chunks) + 8 + data) + b"WAVE" + chunks
-                  + b"data" + struct.pack("<I", data))
-        out.flush()
-        self.frames = 0
+        return (b"RIFF" + struct.pack("<I", 4 + len(chunks) + 8 + data) + b"WAVE" + chunks
+                + b"data" + struct.pack("<I", data))
+
+    def _put(self, data: bytes) -> None:
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except OSError as e:  # broken pipe, full disk: name the stream, not just the errno
+            raise audio.write_error(STDOUT, e) from None
+
+    def _begin(self) -> None:
+        """Write the header once, noting where it starts when ``out`` is a regular file."""
+        if self._start is None:
+            self._start = _position(self.out)
+            self._put(self._header(self.announced))
 
     def write(self, y: np.ndarray) -> None:
         """Encode (libsndfile, RAW) and write one block ``[time]``, then flush."""
+        self._begin()
         buf = io.BytesIO()
         sf.write(buf, np.asarray(y, dtype=np.float32), self.rate, subtype=self.subtype, format="RAW",
                  endian="LITTLE")
-        self.out.write(buf.getvalue())
-        self.out.flush()
+        self._put(buf.getvalue())
         self.frames += len(y)
+
+    def close(self) -> None:
+        """Make the header match the data: rewritten in place on a regular file; on a pipe an
+        announced length that was not reached is a :class:`speechsr.audio.AudioError`."""
+        self._begin()
+        if self.announced == self.frames:
+            return
+        if self._start >= 0:  # a regular file: rewind and state the real length
+            try:
+                self.out.seek(self._start)
+                self.out.write(self._header(self.frames))
+                self.out.seek(0, os.SEEK_END)
+                self.out.flush()
+            except OSError as e:
+                raise audio.write_error(STDOUT, e) from None
+        elif self.announced is not None:
+            raise audio.AudioError(
+                f"{STDOUT}: its WAV header announces {self.announced / self.rate:.2f} s but "
+                f"{self.frames / self.rate:.2f} s were written, and a pipe cannot be rewound to fix it")
+
+
+def _position(out: BinaryIO) -> int:
+    """Where ``out`` stands when it is a regular file (its header can be rewritten), else -1."""
+    try:
+        if stat.S_ISREG(os.fstat(out.fileno()).st_mode):
+            return out.tell()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return -1
 
 
 def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsampler, subtype: str = "auto",
-                    block_seconds: float = 0.25, frames: int | None = None) -> dict:
+                    block_seconds: float = 0.25, frames: int | None = None, name: str = STDIN) -> dict:
     """Upsample the open stream ``f`` into a WAV on the binary stream ``out`` (see the module
     docstring), or into the file ``out`` (a path: written atomically, format by suffix).
 
     ``subtype`` 'auto' keeps a PCM_16/PCM_24 input's subtype, else FLOAT (PCM_24 for FLAC).
     ``frames``: input frames when known (the output header then states the exact length).
-    PCM output is clipped to [-1, 1]. Returns ``{"input_samples", "output_samples", "seconds", "clipped",
-    "input_lowpass", "model_seconds", "first_output_seconds"}`` (samples at input/output rate).
+    ``name`` names the input in messages. A stream without samples is an AudioError (nothing
+    written); one shorter than its header announced gives a warning. PCM output is clipped to
+    [-1, 1]. Returns ``{"input_samples", "output_samples", "seconds", "clipped", "input_lowpass",
+    "model_seconds", "first_output_seconds"}`` (samples at input/output rate).
     """
     to_file = isinstance(out, (str, os.PathLike))
     if subtype == "auto":
@@ -157,14 +228,25 @@ def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsample
         subtype = "PCM_24"  # FLAC has no float samples
     if frames is None:
         frames = stream_frames(f)
+    if note := audio.truncation_note(f, name):  # a regular file (also on stdin): libsndfile knows its size
+        log.warning("%s", note)
     out_frames = frames * upsampler.factor if frames is not None and f.samplerate == upsampler.input_rate else None
     t0 = time.perf_counter()
     counts = new_stream_counts()
     with (audio.open_atomic_writer(out, upsampler.output_rate, subtype) if to_file
           else contextlib.nullcontext(WavPipeWriter(out, upsampler.output_rate, subtype, out_frames))) as writer:
-        lowpass = _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0)
+        lowpass = _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0, name)
+        read = counts.get("frames", 0)
+        announced = "" if frames is None else f" (its header announces {frames / f.samplerate:.2f} s)"
+        if read == 0:
+            raise audio.AudioError(f"{name}: contains no audio samples{announced}")
+        if frames is not None and read < frames:
+            log.warning("%s: truncated: its header announces %.2f s of audio but the stream held %.2f s; "
+                        "using what is there", name, frames / f.samplerate, read / f.samplerate)
+        if not to_file:
+            writer.close()
     if counts["clipped"]:
-        log.warning("%s: %d samples clipped to [-1, 1] (%s output)", "<stdout>" if not to_file else out,
+        log.warning("%s: %d samples clipped to [-1, 1] (%s output)", STDOUT if not to_file else out,
                     counts["clipped"], subtype)
     return {"input_samples": counts["in"], "output_samples": counts["out"], "subtype": subtype,
             "seconds": counts["in"] / upsampler.input_rate, "clipped": counts["clipped"],
@@ -172,19 +254,19 @@ def upsample_stream(f: sf.SoundFile, out: BinaryIO | str | os.PathLike, upsample
             "first_output_seconds": counts["first"]}
 
 
-def _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0) -> bool:
+def _upsample_into(f, writer, upsampler, subtype, block_seconds, counts, t0, name) -> bool:
     """Read, band-limit if needed, upsample and write; returns whether the input was low-passed."""
 
-    blocks = read_blocks(f, block_seconds, upsampler.input_rate)
+    blocks = read_blocks(f, block_seconds, upsampler.input_rate, counts)
     head = []  # the band-edge decision looks at one window: the first output needs that much anyway
     while sum(map(len, head)) < upsampler.window and (b := next(blocks, None)) is not None:
         head.append(b)
     first = np.concatenate(head) if head else np.zeros(0, np.float32)
     lowpass = bandlimit.needs_lowpass(first, upsampler.input_lowpass)
     if lowpass and upsampler.input_lowpass == "auto":
-        log.info("<stdin>: content at the band edge; low-passing it like the training inputs")
+        log.info("%s: content at the band edge; low-passing it like the training inputs", STDIN)
     blocks = itertools.chain([first], blocks)
     if lowpass:
         blocks = bandlimit.lowpass_stream(blocks)
-    stream_to_writer(upsampler, blocks, writer, subtype, counts, t0)
+    stream_to_writer(upsampler, blocks, writer, subtype, counts, t0, name)
     return lowpass
