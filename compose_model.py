@@ -12,6 +12,7 @@ Examples (the shipped default, version 3.0, was made this way: models/pretrained
   python compose_model.py --unet models/librispeech_three_quarter/best.keras \\
       --high-band v2.2/model.keras models/librispeech_three_quarter_high_band/best.keras \\
       --fractions 0.7 0.3 -o models/librispeech_three_quarter/blend.keras
+  python compose_model.py --unet models/pretrained-fast/model.keras --no-high-band -o fast_unet.keras
 """
 
 import argparse
@@ -28,8 +29,10 @@ from speechsr.loading import import_tensorflow_quietly
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--unet", required=True, metavar="MODEL", help="trained model whose U-Net is used")
-    p.add_argument("--high-band", required=True, nargs="+", metavar="MODEL",
-                   help="trained model(s) whose high-band layers are blended; the first gives the play settings")
+    layer = p.add_mutually_exclusive_group(required=True)
+    layer.add_argument("--high-band", nargs="+", metavar="MODEL",
+                       help="trained model(s) whose high-band layers are blended; the first gives the play settings")
+    layer.add_argument("--no-high-band", action="store_true", help="the U-Net alone: its high-band layer dropped")
     p.add_argument("--fractions", nargs="+", type=float, metavar="F",
                    help="one fraction per --high-band model, each in [0, 1], summing to 1 (default: 1 for one model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="the composed model (.keras)")
@@ -38,6 +41,7 @@ def parse_args(argv=None):
 
 def check_args(args) -> list[Path]:
     """The model files; ValueError (one line) for bad arguments, before TensorFlow loads."""
+    args.high_band = args.high_band or []
     models = cli.check_model_files([args.unet, *args.high_band])
     args.fractions = check_fractions(args.fractions, len(args.high_band))
     out = Path(args.output)
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
         model_io.save_model(model, args.output, model_settings, info)
     except (ValueError, OSError) as e:
         return cli.failure_exit_code(e, (ValueError, OSError), "interrupted; nothing written")
-    blend = " + ".join(f"{f:g} x {m}" for f, m in zip(args.fractions, models[1:]))
+    blend = " + ".join(f"{f:g} x {m}" for f, m in zip(args.fractions, models[1:])) or "none"
     print(f"wrote {args.output}: U-Net of {models[0]}, high-band layer {blend}")
     return 0
 

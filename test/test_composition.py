@@ -67,6 +67,23 @@ def test_one_layer_source_is_copied_whole(parts, script_main, tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["model_settings"]["high_band_contrast"] == 1.0
 
 
+def test_no_high_band_drops_the_layer_and_keeps_the_unet(parts, script_main, tmp_path):
+    """How the U-Net alone of a shipped model is scored (model 1.0 was such a U-Net)."""
+    out = tmp_path / "unet_only.keras"
+    r = script_main("compose_model.py", "--unet", parts["a"], "--no-high-band", "-o", out)
+    assert r.returncode == 0, r.stderr
+    model, s, info = model_io.load_model(out)
+    source, _, _ = model_io.load_model(parts["a"])
+    assert s.high_band_bands == 0 and info["composition"]["high_band"] == []
+    assert "high_band" not in [layer.name for layer in model.layers]
+    for layer in model.layers:
+        for got, want in zip(layer.get_weights(), source.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    bad = script_main("compose_model.py", "--unet", parts["a"], "--no-high-band", "--high-band", parts["b"],
+                      "-o", tmp_path / "x.keras")
+    assert bad.returncode == 2 and not (tmp_path / "x.keras").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--fractions", "0.5", "0.6"], "sum to 1"),
     (["--fractions", "1.0"], "1 given for 2"),

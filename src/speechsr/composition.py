@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 
 
 def check_fractions(fractions: Sequence[float] | None, count: int) -> list[float]:
-    """The blend fractions of ``count`` high-band layers (``None``: ``[1.0]`` for one layer);
+    """The blend fractions of ``count`` high-band layers (``None``: ``[1.0]`` for one layer, ``[]``
+    for none);
     ValueError (one line, named as compose_model.py's flags) unless there is one per layer, each
     in [0, 1], summing to 1. Imports no TensorFlow: the script checks its arguments with it first."""
+    if count == 0 and not fractions:
+        return []
     if fractions is None:
         if count != 1:
             raise ValueError(f"--fractions: give one per --high-band model ({count})")
@@ -70,7 +73,8 @@ def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | 
                   fractions: Sequence[float] | None = None) -> tuple[keras.Model, ModelSettings, dict]:
     """``(model, model_settings, provenance)``: the U-Net of ``unet_path`` and the high-band layer
     blended from ``high_band_paths`` with ``fractions`` (:func:`check_fractions`; default: all
-    from the one path given). Loads TensorFlow.
+    from the one path given); no ``high_band_paths``: the U-Net alone, its layer dropped
+    (``high_band_bands`` 0). Loads TensorFlow.
 
     The provenance dict (for :func:`speechsr.model_io.save_model`) keeps the U-Net model's
     training record and names every source with its fraction under ``"composition"``.
@@ -83,15 +87,17 @@ def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | 
     for path, (_, s, _) in zip(high_band_paths, sources):
         if not s.high_band_bands:
             raise ValueError(f"{path}: this model has no high-band layer (high_band_bands 0)")
-    settings = composed_settings(unet_settings, sources[0][1])
+    settings = composed_settings(unet_settings, sources[0][1]) if sources else \
+        dataclasses.replace(unet_settings, high_band_bands=0)
     model = build_model(settings)
     copy_layer_weights(model, unet, skip=(HIGH_BAND_LAYER,))
-    model.get_layer(HIGH_BAND_LAYER).set_weights(
-        blend_weights([m.get_layer(HIGH_BAND_LAYER) for m, _, _ in sources], fractions))
+    if sources:
+        model.get_layer(HIGH_BAND_LAYER).set_weights(
+            blend_weights([m.get_layer(HIGH_BAND_LAYER) for m, _, _ in sources], fractions))
     info = {k: v for k, v in unet_info.items() if k != "model_settings"}
     info["composition"] = {
         "unet": str(unet_path),
         "high_band": [{"model": str(p), "fraction": f} for p, f in zip(high_band_paths, fractions)],
-        "high_band_settings_from": str(high_band_paths[0]),
+        "high_band_settings_from": str(high_band_paths[0]) if high_band_paths else None,
     }
     return model, settings, info
