@@ -1,0 +1,62 @@
+"""Running a batch job (:mod:`speechsr.batch`) on Ray Data, on this machine or a Ray cluster.
+
+Ray is the optional extra ``speechsr[distributed]``, imported only here, by :func:`connect`
+and :func:`execute`. The files go through ``Dataset.map_batches`` with an actor pool of
+:class:`speechsr.batch.FileWorker`: one actor per worker, each loading its model once and
+running ``cpus_per_worker`` LiteRT interpreters, one file per batch. Ray Data restarts an actor
+that dies and retries its file on the new one (its defaults for actor pools: ``max_restarts=-1``,
+``max_task_retries=-1``), so a killed worker process loses no row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Iterator
+
+from speechsr.batch import FileWorker
+
+#: The one line printed when Ray is missing.
+INSTALL_HINT = ("speechsr batch needs Ray: pip install 'speechsr[distributed]' (or 'ray[data]'); "
+                "on one machine without it use: speechsr upsample FOLDER -o OUT")
+
+
+def available() -> bool:
+    """Whether Ray Data can be imported (without importing it)."""
+    return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
+
+
+def connect(address: str | None = None, quiet: bool = True) -> dict:
+    """Start Ray on this machine (``address`` None) or join a cluster (``"auto"``,
+    ``"ray://HOST:PORT"``, ``"HOST:PORT"``); returns the cluster's resources (``{"CPU": n, ...}``).
+    ``quiet``: workers' log lines are not forwarded here (each file's row records its errors)."""
+    import ray
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING,
+                 include_dashboard=False, configure_logging=True)
+    return ray.cluster_resources()
+
+
+def default_workers(cpus_per_worker: int) -> int:
+    """Workers that fill the cluster's CPUs at ``cpus_per_worker`` each (at least 1)."""
+    import ray
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+
+
+def execute(tasks: list[dict], worker_args: dict, num_workers: int, cpus_per_worker: int = 1) -> Iterator[dict]:
+    """Rows of ``tasks`` (``{"index", "input", "output"}``), streamed as workers finish them, in
+    any order. ``worker_args``: :class:`speechsr.batch.FileWorker`'s (``up``, ``model``, ``runtime``)."""
+    if not tasks:
+        return iter(())
+    import ray.data
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the caller's bar counts files
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # set by ray.data's import: its INFO lines and
+    # the warning that its own bars are off
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))  # one file per block: spread evenly
+    ds = ds.map_batches(FileWorker, fn_constructor_kwargs={**worker_args, "threads": cpus_per_worker},
+                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_workers),
+                        num_cpus=cpus_per_worker)  # Ray Data's defaults: max_restarts=-1, max_task_retries=-1
+    return ds.iter_rows()
