@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,6 @@ def test_two_nodes_on_loopback(tmp_path):
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 node.kill()
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # left by the head: `ray.init()`
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):  # would try to join it
+            current.unlink()

@@ -27,12 +27,13 @@ def available() -> bool:
 
 
 def connect(address: str | None = None, quiet: bool = True) -> dict:
-    """Start Ray on this machine (``address`` None) or join a cluster (``"auto"``,
-    ``"ray://HOST:PORT"``, ``"HOST:PORT"``); returns the cluster's resources (``{"CPU": n, ...}``).
+    """Start a Ray instance of this process's own on this machine (``address`` None: never an
+    existing or stale cluster found here) or join a cluster (``"auto"``: the one `ray start` runs
+    here, ``"ray://HOST:PORT"``, ``"HOST:PORT"``); returns its resources (``{"CPU": n, ...}``).
     ``quiet``: workers' log lines are not forwarded here (each file's row records its errors)."""
     import ray
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING,
+        ray.init(address=address or "local", log_to_driver=not quiet, logging_level=logging.WARNING,
                  include_dashboard=False, configure_logging=True)
     return ray.cluster_resources()
 
