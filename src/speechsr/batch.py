@@ -67,6 +67,12 @@ def _mirror(inputs: list[str]) -> list[str]:
     return [posixpath.relpath(r, common or ".") for r in rests]
 
 
+def _absolute(location: str) -> str:
+    """A local path made absolute (workers may run elsewhere; a re-run from another folder
+    matches the manifest's rows); a URI as it is."""
+    return location if storage.is_remote(location) else os.path.abspath(storage.local_path(location))
+
+
 def _read_manifest(source: str) -> tuple[list[str], list[str | None]]:
     """``path`` and optional ``output`` columns of a CSV or Parquet manifest; relative paths are
     relative to the manifest's folder."""
@@ -123,10 +129,10 @@ def plan(source: str, output_root: str) -> list[dict]:
         outputs = [None] * len(pairs)
     if not inputs:
         raise audio.AudioError(f"{source}: no audio files ({' '.join(audio.AUDIO_SUFFIXES)})")
-    tasks = []
+    tasks, output_root = [], _absolute(output_root)
     for i, (src, rel, out) in enumerate(zip(inputs, rels, outputs)):
         dest = storage.join(output_root, out if out else str(Path(rel).with_suffix("")) + SUFFIX)
-        tasks.append({"index": i, "input": src, "output": dest})
+        tasks.append({"index": i, "input": _absolute(src), "output": dest})
     seen: dict[str, str] = {}
     for t in tasks:
         if t["output"] in seen:
@@ -151,10 +157,9 @@ def read_results(output_root: str) -> list[dict]:
         import pyarrow.parquet as pq
         return pq.read_table(io.BytesIO(storage.read_bytes(parquet))).to_pylist()
     if storage.exists(csv_path) is not None:
-        rows = list(csv.DictReader(io.StringIO(storage.read_bytes(csv_path).decode())))
-        for r in rows:
-            r["output_bytes"] = int(r.get("output_bytes") or 0)
-        return rows
+        import pyarrow.csv as pacsv
+        types = pacsv.ConvertOptions(column_types=_schema())
+        return pacsv.read_csv(io.BytesIO(storage.read_bytes(csv_path)), convert_options=types).to_pylist()
     return []
 
 
@@ -174,10 +179,14 @@ def resume(tasks: list[dict], output_root: str) -> tuple[list[dict], dict[int, d
     return todo, skipped
 
 
+def _schema():
+    import pyarrow as pa
+    return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in COLUMNS.items()])
+
+
 def _table(rows: list[dict]):
     import pyarrow as pa
-    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in COLUMNS.items()])
-    return pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in rows], schema=schema)
+    return pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in rows], schema=_schema())
 
 
 def write_results(rows: list[dict], output_root: str) -> tuple[str, str]:
