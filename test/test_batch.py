@@ -129,6 +129,28 @@ def test_run_in_process_resumes_and_rows_errors(archive, tmp_path):
     assert [redo[2][k] for k in kept] == [rows[2][k] for k in kept]  # read back from the CSV, typed
 
 
+def test_interrupted_job_keeps_its_rows_and_resumes(archive, tmp_path):
+    """Ctrl-C after three files: the manifest written on the way out holds them, and the re-run
+    does only the rest."""
+    up = settings.load("upsampling", settings.DEFAULT_SETTINGS_DIR)
+    out = tmp_path / "out"
+    tasks = [t for t in batch.plan(str(archive), str(out)) if "spk1" in t["input"]]
+    worker = batch.FileWorker(up)
+
+    def interrupted(todo):
+        for i, task in enumerate(todo):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield worker.process(task)
+
+    with pytest.raises(KeyboardInterrupt):
+        batch.run(tasks, str(out), interrupted)
+    assert [r["status"] for r in batch.read_results(str(out))] == ["ok"] * 3
+    done = []
+    rows = batch.run(tasks, str(out), batch.execute_here(worker), on_row=done.append)
+    assert [r["status"] for r in rows] == ["skipped"] * 3 + ["ok"] * (len(tasks) - 3) and len(done) == len(tasks) - 3
+
+
 def test_remote_locations_through_fsspec(archive, tmp_path):
     """Inputs, outputs and the manifest on a filesystem that only fsspec knows (memory://)."""
     fsspec = pytest.importorskip("fsspec")
