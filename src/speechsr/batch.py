@@ -91,9 +91,37 @@ def _read_manifest(source: str) -> tuple[list[str], list[str | None]]:
     def located(p: str) -> str:
         return p if storage.is_remote(p) or os.path.isabs(p) else storage.join(base, p)
 
-    paths = [located(str(p)) for p in columns["path"] if p not in (None, "")]
-    outputs = columns.get("output") or [None] * len(paths)
-    return paths, [o if o not in (None, "") else None for o in outputs][:len(paths)]
+    rows = [(p, o) for p, o in zip(columns["path"], columns.get("output") or [None] * len(columns["path"]))
+            if p not in (None, "")]
+    return [located(str(p)) for p, _ in rows], [str(o) if o not in (None, "") else None for _, o in rows]
+
+
+def _earlier_output(rel: str) -> bool:
+    """Whether a listed file is an output of an earlier run (``*_upsampled.*``)."""
+    return Path(rel).stem.endswith(SUFFIX[:-4])
+
+
+def _listing(source: str, output_root: str) -> tuple[list[str], list[str], list[str | None]]:
+    """``(inputs, their paths relative to the tree mirrored, outputs given by a manifest or None)``."""
+    if source.lower().endswith(MANIFEST_SUFFIXES):
+        inputs, outputs = _read_manifest(source)
+        return inputs, _mirror(inputs), outputs
+    if glob.has_magic(source):
+        if storage.is_remote(source):
+            raise ValueError(f"{source}: globs take local paths; list remote files in a manifest or give their folder")
+        root = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), Path(source).parts))
+        inputs = sorted(p for p in glob.glob(source, recursive=True)
+                        if Path(p).suffix.lower() in audio.AUDIO_SUFFIXES and not _earlier_output(p))
+        rels = [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name for p in inputs]
+        return inputs, rels, [None] * len(inputs)
+    if storage.is_remote(source):
+        found = [(f, rel) for f, rel in storage.list_files(source, audio.AUDIO_SUFFIXES) if not _earlier_output(rel)]
+        return [f for f, _ in found], [rel for _, rel in found], [None] * len(found)
+    folder = storage.local_path(source).is_dir()
+    pairs = [(f, rel) for f, rel in audio.collect_audio_files([storage.local_path(source)],
+                                                               exclude=storage.local_path(output_root))
+             if not folder or not _earlier_output(f.name)]
+    return [str(f) for f, _ in pairs], [rel.as_posix() + f.suffix for f, rel in pairs], [None] * len(pairs)
 
 
 def plan(source: str, output_root: str) -> list[dict]:
@@ -106,27 +134,7 @@ def plan(source: str, output_root: str) -> list[dict]:
     (``sub/NAME.flac`` -> ``sub/NAME_upsampled.wav``). AudioError/ValueError (one line) when
     nothing is found or two inputs would write one output.
     """
-    outputs: list[str | None]
-    if source.lower().endswith(MANIFEST_SUFFIXES):
-        inputs, outputs = _read_manifest(source)
-        rels = _mirror(inputs)
-    elif glob.has_magic(source):
-        if storage.is_remote(source):
-            raise ValueError(f"{source}: globs take local paths; list remote files in a manifest or give their folder")
-        root = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), Path(source).parts))
-        inputs = sorted(p for p in glob.glob(source, recursive=True) if Path(p).suffix.lower() in audio.AUDIO_SUFFIXES)
-        rels = [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name for p in inputs]
-        outputs = [None] * len(inputs)
-    elif storage.is_remote(source):
-        found = storage.list_files(source, audio.AUDIO_SUFFIXES)
-        found = [(f, rel) for f, rel in found if not Path(rel).stem.endswith(SUFFIX[:-4])]
-        inputs, rels, outputs = [f for f, _ in found], [rel for _, rel in found], [None] * len(found)
-    else:
-        pairs = audio.collect_audio_files([storage.local_path(source)], exclude=storage.local_path(output_root))
-        pairs = [(f, rel) for f, rel in pairs if not Path(source).is_dir() or not f.stem.endswith(SUFFIX[:-4])]
-        inputs = [str(f) for f, _ in pairs]
-        rels = [rel.as_posix() + Path(f).suffix for f, rel in pairs]
-        outputs = [None] * len(pairs)
+    inputs, rels, outputs = _listing(source, output_root)
     if not inputs:
         raise audio.AudioError(f"{source}: no audio files ({' '.join(audio.AUDIO_SUFFIXES)})")
     tasks, output_root = [], _absolute(output_root)
