@@ -33,8 +33,8 @@ def connect(address: str | None = None, quiet: bool = True) -> dict:
     ``quiet``: workers' log lines are not forwarded here (each file's row records its errors)."""
     import ray
     if not ray.is_initialized():
-        ray.init(address=address or "local", log_to_driver=not quiet, logging_level=logging.WARNING,
-                 include_dashboard=False, configure_logging=True)
+        where = {"address": address} if address else {"address": "local", "include_dashboard": False}
+        ray.init(log_to_driver=not quiet, logging_level=logging.WARNING, **where)
     return ray.cluster_resources()
 
 
