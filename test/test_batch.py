@@ -180,6 +180,7 @@ def test_without_ray_one_line_and_exit_2(archive, tmp_path, script_main, monkeyp
     res = script_main("batch_upsample.py", archive, "-o", tmp_path / "out", "--num-workers", "0")
     assert res.returncode == 2 and "--num-workers must be >= 1" in res.stderr
     assert "batch" in cli.COMMANDS
+    assert [cluster.num_blocks(n, w) for n, w in ((1, 2), (20, 2), (10**6, 64))] == [1, 16, 20000]  # <= 50 files each
 
 
 # ------------------------------------------------------------------ on Ray (slow: Ray's start-up)
