@@ -11,6 +11,7 @@ byte-identical. Locations are local paths or URIs (:mod:`speechsr.storage`).
 
 from __future__ import annotations
 
+import atexit
 import csv
 import glob
 import io
@@ -18,6 +19,7 @@ import itertools
 import logging
 import os
 import posixpath
+import shutil
 import socket
 import tempfile
 import time
@@ -240,8 +242,16 @@ class FileWorker:
         self.up, self.model, self.runtime, self.threads = up, model, runtime, threads
         self.default_model = loading.resolve_model_path(up.model, from_settings=True)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.workdir = tempfile.mkdtemp(prefix="speechsr-batch-")  # remote files' local copies
+        self._workdir: str | None = None
         self._loaded: dict = {}
+
+    @property
+    def workdir(self) -> str:
+        """A temporary folder for local copies of remote files (made on first use, removed at exit)."""
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix="speechsr-batch-")
+            atexit.register(shutil.rmtree, self._workdir, True)
+        return self._workdir
 
     def upsampler(self, route: routing.Route):
         """The loaded upsampler of ``route`` (loaded on first use, then kept)."""
@@ -260,37 +270,47 @@ class FileWorker:
         row = {"index": int(task["index"]), "input": str(task["input"]), "output": str(task["output"]),
                "duration_s": float("nan"), "input_rate": 0, "route": "", "reason": "", "model": "",
                "model_version": "", "runtime": "", "status": "", "output_bytes": 0, "worker": self.worker}
-        names: dict[str, str] = {}
+        names: dict[str, str] = {}  # local temporaries -> the locations they stand for, in errors
         try:
-            with storage.local_copy(row["input"], self.workdir) as src:
+            fetch = self.workdir if storage.is_remote(row["input"]) else None
+            with storage.local_copy(row["input"], fetch) as src:
                 names[str(src)] = row["input"]
-                info = audio.audio_info(src)
-                row.update(duration_s=info.frames / info.samplerate, input_rate=int(info.samplerate))
-                route = routing.choose_for_file(src, model=self.model, default_model=self.default_model)
-                row.update(route=route.describe(), reason=route.reason)
-                upsampler = self.upsampler(route)
-                if route.kind == "model":
-                    row.update(model=route.model_path.parent.name, model_version=cli.model_card_version(route.model_path))
-                else:
-                    row.update(model="sinc", model_version=upsampler.describe())
-                row["runtime"] = upsampler.runtime
-                remote = storage.is_remote(row["output"])
-                dest = (Path(self.workdir) / f"out-{row['index']}{Path(row['output']).suffix}" if remote
-                        else storage.local_path(row["output"]))
-                names[str(dest)] = row["output"]
-                try:
-                    files.upsample_file(src, dest, upsampler, self.up.output_subtype, self.up.block_seconds)
-                    row["output_bytes"] = dest.stat().st_size
-                    if remote:
-                        storage.upload(dest, row["output"])
-                finally:
-                    if remote and dest.exists():
-                        dest.unlink()
+                upsampler = self._route(src, row)
+                self._write(src, upsampler, row, names)
             row["status"] = "ok"
         except Exception as e:  # noqa: BLE001  (any failure of one file is its row, not the job's)
             row["status"] = "error: " + _one_line(e, names)
         row["seconds"] = time.perf_counter() - t0
         return row
+
+    def _route(self, src: Path, row: dict):
+        """Measure and route the local file ``src``; fills the row's input, route and model columns."""
+        info = audio.audio_info(src)
+        row.update(duration_s=info.frames / info.samplerate, input_rate=int(info.samplerate))
+        route = routing.choose_for_file(src, model=self.model, default_model=self.default_model)
+        row.update(route=route.describe(), reason=route.reason)
+        upsampler = self.upsampler(route)
+        if route.kind == "model":
+            row.update(model=route.model_path.parent.name, model_version=cli.model_card_version(route.model_path))
+        else:
+            row.update(model="sinc", model_version=upsampler.describe())
+        row["runtime"] = upsampler.runtime
+        return upsampler
+
+    def _write(self, src: Path, upsampler, row: dict, names: dict) -> None:
+        """Upsample ``src`` into the row's output (atomically; a remote one written here first, then uploaded)."""
+        remote = storage.is_remote(row["output"])
+        dest = (Path(self.workdir) / f"out-{row['index']}{Path(row['output']).suffix}" if remote
+                else storage.local_path(row["output"]))
+        names[str(dest)] = row["output"]
+        try:
+            files.upsample_file(src, dest, upsampler, self.up.output_subtype, self.up.block_seconds)
+            row["output_bytes"] = dest.stat().st_size
+            if remote:
+                storage.upload(dest, row["output"])
+        finally:
+            if remote and dest.exists():
+                dest.unlink()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data batch (columns ``index``, ``input``, ``output``) -> rows as columns."""

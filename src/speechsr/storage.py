@@ -92,9 +92,9 @@ def _copy(src, dst) -> None:
 
 
 @contextlib.contextmanager
-def local_copy(location: str, workdir: str | os.PathLike) -> Iterator[Path]:
+def local_copy(location: str, workdir: str | os.PathLike | None) -> Iterator[Path]:
     """A local path to read ``location`` from: itself when local, else a temporary copy in
-    ``workdir`` (same suffix), removed afterwards."""
+    ``workdir`` (same suffix; None: the system's temporary folder), removed afterwards."""
     if not is_remote(location):
         yield local_path(location)
         return
