@@ -65,6 +65,7 @@ def check(args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.start_script()
+    expected = (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError)
     try:
         check(args)
         up = cli.upsampling_settings_from_args(args)
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
             return 2
         tasks = batch.plan(args.input, args.output)
         from tqdm import tqdm
+        expected += cluster.errors()
         resources = cluster.connect(args.address, quiet=not args.verbose)
         workers = args.num_workers or cluster.default_workers(args.cpus_per_worker)
         if not args.quiet:
@@ -91,8 +93,7 @@ def main(argv=None) -> int:
             print(f"wrote {batch.results_paths(args.output)[0]} and .csv")
         return 0
     except BaseException as e:  # an interruption first: SIGTERM can surface as another error type
-        return cli.failure_exit_code(e, (settings.SettingsError, AudioError, ValueError, OSError, RuntimeError),
-                                     "\ninterrupted: finished files are in the manifest; re-run to resume")
+        return cli.failure_exit_code(e, expected, "\ninterrupted: finished files are in the manifest; re-run to resume")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ def available() -> bool:
     return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
 
 
+def errors() -> tuple[type[BaseException], ...]:
+    """Ray's own failures (a lost cluster, a task that failed for good), reported in one line."""
+    import ray.exceptions
+    return (ray.exceptions.RayError,)
+
+
 def connect(address: str | None = None, quiet: bool = True) -> dict:
     """Start a Ray instance of this process's own on this machine (``address`` None: never an
     existing or stale cluster found here) or join a cluster (``"auto"``: the one `ray start` runs
