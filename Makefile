@@ -64,6 +64,7 @@ benchmark: setup export
 	$(PY) benchmarks/bench_preprocessing.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_upsampling.py
+	$(PY) benchmarks/bench_batch.py
 
 clean:
 	rm -rf $(STAMPS) $(OUT) build dist src/speechsr/ops/_subpixel_shuffle.so src/speechsr/ops/_subpixel_shuffle.stamp

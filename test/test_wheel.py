@@ -68,7 +68,8 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     expected += [f"speechsr/default_settings/{p.relative_to(PROJECT_ROOT / 'settings')}"
                  for p in (PROJECT_ROOT / "settings").rglob("*.json")]
     expected += ["speechsr/ops/subpixel_shuffle.cc", "speechsr/_scripts/src/build_ops.sh",
-                 "speechsr/_scripts/upsample_audio_file.py", "speechsr/_scripts/evaluate.py",
+                 "speechsr/_scripts/upsample_audio_file.py", "speechsr/_scripts/batch_upsample.py",
+                 "speechsr/_scripts/evaluate.py",
                  "speechsr/_scripts/train.py", "speechsr/_scripts/preprocessing/splice_raw_data.py",
                  "speechsr/_scripts/preprocessing/test_train_split.py"]
     missing = sorted(set(expected) - set(sizes))

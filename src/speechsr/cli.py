@@ -1,6 +1,7 @@
 """The ``speechsr`` command: one subcommand per top-level script, with that script's flags.
 
   speechsr upsample IN... [-o OUT]   upsample_audio_file.py
+  speechsr batch IN -o OUT           batch_upsample.py (Ray Data, local or a cluster)
   speechsr evaluate ...              evaluate.py
   speechsr train ...                 train.py
   speechsr splice ...                preprocessing/splice_raw_data.py
@@ -180,6 +181,7 @@ def upsampling_settings_from_args(args: argparse.Namespace) -> settings.Upsampli
 #: subcommand -> (script path relative to the scripts folder, one-line description)
 COMMANDS = {
     "upsample": ("upsample_audio_file.py", "upsample low-res (4 kHz) speech files to 16 kHz"),
+    "batch": ("batch_upsample.py", "upsample an archive (folder, glob, manifest) on Ray Data, locally or on a cluster"),
     "evaluate": ("evaluate.py", "SNR/LSD (and more) of a model against sinc and spline on a test list"),
     "train": ("train.py", "train a model from the settings"),
     "splice": ("preprocessing/splice_raw_data.py", "cut a corpus into aligned 16 kHz / 4 kHz clip pairs"),
