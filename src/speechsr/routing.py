@@ -203,8 +203,8 @@ def classify(rate: int, x: np.ndarray | None = None, subtype: str | None = None)
     if p["below_phone_db"] < PHONE_LOW_DB and p["phone_top_db"] < PHONE_HIGH_DB:
         return "telephone", (f"sampled at {rate} Hz with content from {PHONE_LOW_HZ / 1000:g} to "
                              f"{p['content_khz']:.1f} kHz (telephone band)")
-    return "fullband_8k", (f"sampled at {rate} Hz with content up to {p['content_khz']:.1f} kHz and below "
-                           f"{PHONE_LOW_HZ:g} Hz (full-band 8 kHz speech)")
+    return "fullband_8k", (f"sampled at {rate} Hz with content from below {PHONE_LOW_HZ:g} Hz up to "
+                           f"{p['content_khz']:.1f} kHz (full-band 8 kHz speech)")
 
 
 def choose(rate: int | None = None, head: np.ndarray | None = None, model: str | os.PathLike | None = None,
