@@ -60,8 +60,12 @@ def main(argv=None) -> int:
         return 2
     out = args.out or Path("out") / "peers" / args.peer_set.resolve().name
     out.mkdir(parents=True, exist_ok=True)
-    rows = peers.run_benchmark(args.peer_set, systems, out, perceptual=not args.no_perceptual, jobs=args.jobs,
-                               limit=args.limit, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        rows = peers.run_benchmark(args.peer_set, systems, out, perceptual=not args.no_perceptual, jobs=args.jobs,
+                                   limit=args.limit, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except RuntimeError as e:  # one of our systems failed: its error line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     n = min(len(folders), args.limit or len(folders))
     title = f"{args.peer_set.resolve().name}: means over {n} utterance(s)"
     table = peers.markdown_table(rows, title)
