@@ -170,7 +170,7 @@ def route_files(pairs, up, args, default_model) -> list:
             if len(pairs) == 1:
                 raise
             route = routing.choose(model=default_model)  # unreadable: reported by run_files
-        if args.model is None:
+        if args.model is None or not route.plain:
             routing.log_route(route, src)
         key = (route.kind, str(route.model_path))
         if key not in loaded:
@@ -239,12 +239,13 @@ def run_pipe(args, up) -> int:
     with (pipes.open_stream(sys.stdin.buffer) if stdin else pipes.open_file(src)) as f:
         # a file is measured on its first minute, a stream on its first seconds (speechsr.routing)
         if stdin:
-            f = pipes.Peeked(f, int(routing.STREAM_PROBE_SECONDS * f.samplerate) if args.model is None else 0)
+            measured = args.model in (None, "telephony")  # telephony: to warn on full-band input
+            f = pipes.Peeked(f, int(routing.STREAM_PROBE_SECONDS * f.samplerate) if measured else 0)
             route = routing.choose(f.samplerate, f.head, model=args.model, default_model=default_model,
                                    subtype=f.subtype)
         else:
             route = routing.choose_for_file(src, model=args.model, default_model=default_model)
-        if args.model is None:
+        if args.model is None or not route.plain:
             routing.log_route(route, "stdin" if stdin else src)
         upsampler = routing.load_route(route, up, args.subpixel, args.runtime)
         if src is not None:

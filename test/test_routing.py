@@ -136,3 +136,14 @@ def test_api_routes_like_the_command_line(class_files, caplog):
         want = {"telephone": "telephone band", "fullband_8k": "full-band", "4x": "content stops at"}[expected]
         assert want in caplog.text, (name, caplog.text)
         assert out_rate == SR and abs(rms_db(y) - rms_db(x)) < 3.0, name
+
+
+def test_forcing_the_telephony_model_on_full_band_input_warns(class_files, script_main, tmp_path):
+    """--model telephony still wins, but on full-band 8 kHz speech the route line says what it does."""
+    full, _ = class_files["full band, soxr VHQ"]
+    route = routing.choose_for_file(full, model="telephony")
+    assert route.telephone and not route.plain and "second low band" in route.reason
+    phone_file, _ = class_files["decoded mu-law as PCM"]
+    assert routing.choose_for_file(phone_file, model="telephony").plain  # phone input: the plain case
+    r = script_main("upsample_audio_file.py", full, "--model", "telephony", "-o", tmp_path / "out.wav")
+    assert r.returncode == 0 and "second low band" in r.stderr, r.stderr

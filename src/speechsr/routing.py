@@ -70,6 +70,10 @@ PHONE_HIGH_HZ, PHONE_HIGH_DB = 3500.0, -33.0
 #: Seconds of a file measured for the choice; a stream is routed on its first STREAM_PROBE_SECONDS.
 PROBE_SECONDS = 60.0
 STREAM_PROBE_SECONDS = 4.0
+#: Said when ``--model telephony`` is given full-band input (measured on the 8 kHz peer set).
+TELEPHONY_ON_FULL_BAND = ("; but this input has content below 250 Hz (full-band 8 kHz speech, not a phone call): the "
+                          "telephony model adds a second low band to it (+18 to +21 dB below 300 Hz, clipping, "
+                          "measured); leave --model out for the full-band path")
 #: Input classes of :func:`classify`.
 CLASSES = ("4x", "telephone", "fullband_8k", "wideband")
 
@@ -223,8 +227,10 @@ def choose(rate: int | None = None, head: np.ndarray | None = None, model: str |
     if model is not None:
         path = named_model_path(model, default_model)
         named = {"telephony": "telephone", "8k": "fullband_8k"}.get(str(model), "4x")
-        return Route("model", path, "model given" + (f" ({model})" if str(model) in MODEL_NAMES else ""),
-                     str(model) == "telephony", named, plain=True)
+        reason = "model given" + (f" ({model})" if str(model) in MODEL_NAMES else "")
+        if str(model) == "telephony" and head is not None and classify(int(rate), head, subtype)[0] == "fullband_8k":
+            return Route("model", path, reason + TELEPHONY_ON_FULL_BAND, True, named)  # logged as a warning
+        return Route("model", path, reason, str(model) == "telephony", named, plain=True)
     if default_model is None:
         default_model = default_model_path()
     if telephone is None:
@@ -252,7 +258,8 @@ def choose_for_file(path: str | os.PathLike, **kwargs) -> Route:
     """:func:`choose` for an audio file, measured on its first ``PROBE_SECONDS`` at its own rate."""
     info = audio.audio_info(path)
     head = None
-    if kwargs.get("model") is None and kwargs.get("telephone") is None and info.samplerate > 4000:
+    measured = kwargs.get("model") is None or str(kwargs.get("model")) == "telephony"  # the latter: a warning
+    if measured and kwargs.get("telephone") is None and info.samplerate > 4000:
         head, _ = audio.read_audio(path, stop=min(PROBE_SECONDS, info.frames / info.samplerate))
     return choose(info.samplerate, head, subtype=info.subtype, **kwargs)
 
