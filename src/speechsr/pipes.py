@@ -111,7 +111,7 @@ class Peeked:
         try:
             self._ahead = f.read(frames, dtype="float32", always_2d=True)
         except Exception as e:
-            raise audio.AudioError(f"<stdin>: read failed ({audio._describe(e)})") from None
+            raise audio.AudioError(f"{STDIN}: read failed ({audio._describe(e)})") from None
 
     def __getattr__(self, name):
         return getattr(self._f, name)
