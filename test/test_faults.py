@@ -987,3 +987,29 @@ def test_short_streams_and_failing_stdout_are_named(tmp_path, case, script_main,
         assert sf.info(tmp_path / "out.wav").frames == 8000
     if case == "header only":
         assert (tmp_path / "out.wav").read_bytes() == b""  # not even a header
+
+
+def test_a_stop_swallowed_mid_stream_ends_the_run_and_writes_nothing(monkeypatch, tmp_path):
+    """TensorFlow may swallow the KeyboardInterrupt of a SIGTERM; the stream loop and the atomic
+    rename raise it again, so the run stops after the block and no output is put in place."""
+    from speechsr import files, signals
+    monkeypatch.setattr(signals, "_requested", False)
+
+    class SwallowingUpsampler:
+        def stream(self, blocks):
+            for b in blocks:
+                signals._requested = True  # the handler ran, its raise was lost inside a C callback
+                yield np.repeat(b, 4)
+
+    written = []
+
+    class ListWriter:
+        write = written.append
+
+    blocks = iter([np.zeros(100, np.float32)] * 5)
+    with pytest.raises(KeyboardInterrupt):
+        files.stream_to_writer(SwallowingUpsampler(), blocks, ListWriter(), "FLOAT", files.new_stream_counts(), 0.0)
+    assert len(written) == 1  # stopped after the first block, not at the end of the input
+    with pytest.raises(KeyboardInterrupt):
+        audio.write_audio(tmp_path / "out.wav", np.zeros(100, np.float32), SR)
+    assert not list(tmp_path.iterdir())

@@ -29,6 +29,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechsr import signals
+
 log = logging.getLogger("speechsr")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".sph")
@@ -379,7 +381,8 @@ def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
-    On any exception the temporary file is removed, so no half-written file is ever left.
+    On any exception, or a Ctrl-C / SIGTERM requested meanwhile (:mod:`speechsr.signals`), the
+    temporary file is removed, so no half-written file is ever left.
     The name ``.<stem>.<host>-pid<PID>.<random>.part<suffix>`` records the writer, so the first write
     into a folder also removes temporaries left there by writers killed with SIGKILL.
     """
@@ -398,6 +401,7 @@ def atomic_path(path: str | os.PathLike):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file normal permissions
     try:
         yield Path(tmp)
+        signals.check()  # a stop that TensorFlow swallowed mid-write never puts the file in place
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

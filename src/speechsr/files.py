@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechsr import audio, bandlimit
+from speechsr import audio, bandlimit, signals
 from speechsr.inference import NonFiniteOutput, Upsampler
 from speechsr.settings import ModelSettings
 
@@ -139,6 +139,7 @@ def stream_to_writer(upsampler: Upsampler, blocks, writer, subtype: str, counts:
             counts["out"] += y.size
             if counts["first"] is None:
                 counts["first"] = time.perf_counter() - t0
+            signals.check()  # a Ctrl-C / SIGTERM that TensorFlow swallowed while upsampling the block
     except NonFiniteOutput as e:
         raise audio.AudioError(f"{name}: {e}") from None
 
