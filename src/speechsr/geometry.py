@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from speechsr import low_band
 from speechsr.settings import ModelSettings
 
 
@@ -84,9 +85,11 @@ def receptive_context(s: ModelSettings) -> int:
     From :func:`conv_table`: each convolution widens the field by ``(kernel - 1) * jump`` input
     samples; the fixed sinc interpolator reaches ``interpolation_taps``; padding asymmetry is
     covered by one extra ``required_multiple``; the high-band envelope layer reads
-    :func:`high_band_context` output samples further.
+    :func:`high_band_context` output samples further; the input's low band
+    (``low_band_from_input``, :mod:`speechsr.low_band`) :func:`speechsr.low_band.context` more.
     """
     field = 1 + sum((c.kernel - 1) * c.jump for c in conv_table(s))
     context = max(field // 2 + required_multiple(s), s.interpolation_taps)
     factor = s.output_rate // s.input_rate
-    return context + -(-high_band_context(s) // factor)
+    context += -(-high_band_context(s) // factor)
+    return context + (low_band.context(factor) if s.low_band_from_input else 0)

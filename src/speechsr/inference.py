@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from speechsr import low_band
 from speechsr.geometry import receptive_context, required_multiple
 from speechsr.runtime import WindowRunner
 from speechsr.settings import ModelSettings, UpsamplingSettings
@@ -174,6 +175,8 @@ class Upsampler:
         """Run a batch and overlap-add it; returns the output samples now final."""
         H, O, f = self.hop, self.overlap, self.factor
         outputs = self._run(np.stack(windows))
+        if self.settings.low_band_from_input:
+            outputs = low_band.replace(np.stack(windows), outputs)
         if not np.all(np.isfinite(outputs)):
             raise NonFiniteOutput(f"the model's output is not finite (input peak {state['peak']:.3g}; samples "
                                   "should lie in [-1, 1])")

@@ -164,6 +164,10 @@ class ModelSettings:
     high_band_hop: int = _field("int", lambda v: v in HIGH_BAND_HOPS, "hop of the layer's STFT, output "
                                 "samples (64, 128 or 256; its window is 512): the predictor's frame spacing, and "
                                 "what the layer costs, which halves as the hop doubles", default=128)
+    low_band_from_input: bool = _field("bool", doc="the output below the input's Nyquist is the input itself, "
+                                       "sinc-interpolated (crossover 0.90-0.98 x that Nyquist); the model supplies "
+                                       "only the band above (speechsr.low_band; applied by the upsampler)",
+                                       default=False)
 
 
 @dataclasses.dataclass(frozen=True)
