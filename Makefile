@@ -40,7 +40,7 @@ op: $(STAMPS)/requirements
 
 # LiteRT export for the lean runtime, beside each model: NAME.tflite + NAME.tflite.json (which
 # records the SHA-256 of NAME.keras). The script redoes only exports whose .keras changed.
-EXPORT_MODELS ?= models/pretrained/model.keras $(wildcard models/pretrained-telephony/model.keras models/pretrained-fast/model.keras)
+EXPORT_MODELS ?= models/pretrained/model.keras $(wildcard models/pretrained-telephony/model.keras models/pretrained-fast/model.keras models/pretrained-8k/model.keras)
 export: $(STAMPS)/requirements
 	$(PY) export_model.py $(EXPORT_MODELS)
 

@@ -64,3 +64,21 @@ def test_shipped_model_with_input_from_another_resampler(tmp_path):
         snr[mode] = metrics.snr(ref, sf.read(tmp_path / f"{mode}.wav", dtype="float32")[0])
     assert snr["auto"] >= snr["sinc"] - 0.5, snr
     assert snr["auto"] > snr["off"] + 0.1, snr
+
+
+def test_shipped_8k_model_restores_the_band_and_keeps_the_snr_guard(tmp_path):
+    """The full-band 8 kHz model on the bundled example made 8 kHz by soxr VHQ: the band above 4 kHz
+    restored, LSD far below sinc's, SNR within 1.5 dB of sinc's (it keeps the input's own band)."""
+    from speechsr import audio, baselines, metrics, resamplers, routing
+    path = routing.fullband_8k_model_path()
+    ref, rate = audio.read_audio(EXAMPLE)
+    ref = audio.resample(ref, rate, 16000)
+    ref = ref[:len(ref) - len(ref) % 2]
+    low = resamplers.downsample(ref, 16000, 8000, "soxr_vhq")
+    up = load_upsampler(path, settings.load("upsampling", PROJECT_ROOT / "settings"))
+    assert up.settings.low_band_from_input and (up.input_rate, up.output_rate) == (8000, 16000)
+    y, sinc = up.upsample(low), baselines.sinc(low, 8000, 16000)
+    model, base = metrics.spectral(ref, y, 16000, 4000.0), metrics.spectral(ref, sinc, 16000, 4000.0)
+    assert model["lsd"] < base["lsd"] - 1.0, (model, base)
+    assert model["hf_energy"] > base["hf_energy"] + 30, (model, base)
+    assert model["snr"] >= base["snr"] - 1.5, (model, base)

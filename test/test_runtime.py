@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "pretrained" / "model.keras"
 SHIPPED_FAST = ROOT / "models" / "pretrained-fast" / "model.keras"
 SHIPPED_TELEPHONY = ROOT / "models" / "pretrained-telephony" / "model.keras"
+SHIPPED_8K = ROOT / "models" / "pretrained-8k" / "model.keras"
 EXAMPLE = ROOT / "examples" / "arctic_a0007.wav"
 SCRIPT = ROOT / "upsample_audio_file.py"
 
@@ -43,7 +44,8 @@ def example_4k() -> np.ndarray:
 
 # ------------------------------------------------------------------ export
 
-@pytest.mark.parametrize("shipped", [SHIPPED, SHIPPED_FAST, SHIPPED_TELEPHONY], ids=["default", "fast", "telephony"])
+@pytest.mark.parametrize("shipped", [SHIPPED, SHIPPED_FAST, SHIPPED_TELEPHONY, SHIPPED_8K],
+                         ids=["default", "fast", "telephony", "8k"])
 @pytest.mark.parametrize("variant", list(runtime.EXPORTS))
 def test_shipped_exports_match_shipped_model(variant, shipped):
     """models/pretrained*/model[.int8].tflite come from their model.keras (else: `make export`).

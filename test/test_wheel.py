@@ -27,10 +27,11 @@ pytestmark = pytest.mark.slow
 MODELS = PROJECT_ROOT / "models" / "pretrained"
 TELEPHONY = PROJECT_ROOT / "models" / "pretrained-telephony"  # in the wheel: speechsr/models/pretrained_telephony
 FAST = PROJECT_ROOT / "models" / "pretrained-fast"  # in the wheel: speechsr/models/pretrained_fast
+EIGHT_K = PROJECT_ROOT / "models" / "pretrained-8k"  # in the wheel: speechsr/models/pretrained_8k
 EXAMPLE = PROJECT_ROOT / "examples" / "arctic_a0007.wav"
 #: What the wheel is built from (pyproject.toml maps the top-level folders into the package).
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "src", "settings", "preprocessing", "models/pretrained",
-           "models/pretrained-telephony", "models/pretrained-fast"]
+           "models/pretrained-telephony", "models/pretrained-fast", "models/pretrained-8k"]
 JUNK = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.stamp", "*.egg-info", ".*")
 
 
@@ -65,6 +66,7 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     expected += [f"speechsr/models/pretrained/{p.name}" for p in MODELS.iterdir() if p.is_file()]
     expected += [f"speechsr/models/pretrained_telephony/{p.name}" for p in TELEPHONY.iterdir() if p.is_file()]
     expected += [f"speechsr/models/pretrained_fast/{p.name}" for p in FAST.iterdir() if p.is_file()]
+    expected += [f"speechsr/models/pretrained_8k/{p.name}" for p in EIGHT_K.iterdir() if p.is_file()]
     expected += [f"speechsr/default_settings/{p.relative_to(PROJECT_ROOT / 'settings')}"
                  for p in (PROJECT_ROOT / "settings").rglob("*.json")]
     expected += ["speechsr/ops/subpixel_shuffle.cc", "speechsr/_scripts/src/build_ops.sh",
@@ -76,10 +78,11 @@ def test_wheel_carries_package_scripts_settings_and_models_within_budget(wheel):
     assert not missing, f"not in the wheel (add new subpackages to pyproject.toml's packages): {missing}"
     assert not [n for n in sizes if n.endswith(".so")]  # pure wheel: the op is built where it runs
     assert "speechsr = speechsr.cli:main" in entry_points
-    models = sum(p.stat().st_size for d in (MODELS, TELEPHONY, FAST) for p in d.iterdir() if p.is_file())
+    models = sum(p.stat().st_size for d in (MODELS, TELEPHONY, FAST, EIGHT_K) for p in d.iterdir() if p.is_file())
     rest = sum(s for n, s in sizes.items() if not n.startswith(("speechsr/models/pretrained/",
                                                                 "speechsr/models/pretrained_telephony/",
-                                                                "speechsr/models/pretrained_fast/")))
+                                                                "speechsr/models/pretrained_fast/",
+                                                                "speechsr/models/pretrained_8k/")))
     assert rest <= 2**20 and wheel.stat().st_size <= models + 2**20, (rest, wheel.stat().st_size, models)
 
 

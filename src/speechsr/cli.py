@@ -155,8 +155,9 @@ def check_model_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 def add_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     """The model/settings flags shared by upsample_audio_file.py and evaluate.py."""
     parser.add_argument("--model", help="trained .keras model, or a shipped one by name: pretrained (the default "
-                        "4x model, upsampling setting 'model'), fast (4x, about 2x faster), telephony (8 kHz phone "
-                        "speech); default: chosen per input (4 kHz: pretrained, 8 kHz phone band: telephony)")
+                        "4x model, upsampling setting 'model'), fast (4x, about 2x faster), 8k (full-band 8 kHz "
+                        "speech), telephony (8 kHz phone speech); default: chosen per input by its content (4 kHz: "
+                        "pretrained, 8 kHz phone band: telephony, other 8 kHz: 8k; README, '8 kHz input')")
     settings.add_settings_arguments(parser)
     settings.add_override_arguments(parser, "--window-seconds", "--batch-size", "--input-lowpass")
     parser.add_argument("--subpixel", choices=settings.SUBPIXEL_IMPLEMENTATIONS,
