@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         from speechsr.plots import evaluation_figure
         rows = evaluate(files, upsampler, progress=not args.quiet, perceptual=not args.no_perceptual, jobs=args.jobs,
                         channel=args.channel)
-        title = f"Evaluation of {route.describe() if route.kind == 'sinc' else model_path}" + (
+        title = f"Evaluation of {route.describe() if route.kind == 'sinc' else settings.shown_path(model_path)}" + (
             " (input through a telephone channel)" if args.channel == "telephone" else "")
         summary = write_tables(rows, out_dir, title=title, base=base)
         evaluation_figure(out_dir / "results.png", rows)

@@ -91,7 +91,7 @@ class Route:
     plain: bool = False
 
     def describe(self) -> str:
-        what = f"model {self.model_path}" if self.kind == "model" else \
+        what = f"model {settings.shown_path(self.model_path)}" if self.kind == "model" else \
             f"sinc interpolation (soxr) {TELEPHONE_RATE} -> {OUTPUT_RATE} Hz"
         return f"{what} ({self.reason})"
 

@@ -360,6 +360,16 @@ def project_path(path: str | os.PathLike) -> Path:
     return Path(os.path.normpath(p if p.is_absolute() else PROJECT_ROOT / p))
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a user would type it in titles and log lines: relative to the current folder when
+    it lies under it (``models/pretrained/model.keras`` in a clone), else as it is."""
+    p = Path(path)
+    try:
+        return p.absolute().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(p)
+
+
 def resolve_path(path_or_dir: str | os.PathLike | None, kind: str) -> Path:
     """The JSON file for ``kind``: ``path_or_dir`` may be a settings dir or the file itself."""
     p = Path(path_or_dir) if path_or_dir else DEFAULT_SETTINGS_DIR
