@@ -207,6 +207,17 @@ def test_init_from_copies_weights_and_refuses_another_architecture(tiny_settings
         prepare(settings.apply_overrides(ms, {"first_filters": 4}), settings.apply_overrides(fine_tune, {"run_name": "ft2"}))
 
 
+def test_init_from_is_needed_by_a_new_run_only(tiny_settings_dir, tmp_path):
+    """A resumed run takes its weights from its checkpoint: the model it started from may have moved."""
+    from speechsr.training import TrainingError, check_inputs
+    ms = settings.load("model", tiny_settings_dir)
+    gone = settings.apply_overrides(settings.load("training", tiny_settings_dir),
+                                    {"init_from": str(tmp_path / "moved.keras")})
+    with pytest.raises(TrainingError, match="moved.keras' not found"):
+        check_inputs(ms, gone)
+    check_inputs(ms, gone, resume=True)
+
+
 def test_train_script_smoke_summary_prints_parameters_and_flops(tiny_settings_dir):
     """train.py as a process (training itself runs in-process above, and as a process in the slow
     SIGKILL / Ctrl-C tests): settings, TensorFlow import, model build, exit code 0."""

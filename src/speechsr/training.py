@@ -62,8 +62,9 @@ class TrainingError(RuntimeError):
 
 # ------------------------------------------------------------------ checks and building
 
-def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings) -> None:
-    """Fail fast, before any work, on inputs that cannot train."""
+def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings, resume: bool = False) -> None:
+    """Fail fast, before any work, on inputs that cannot train. ``init_from`` must exist for a new run
+    only: a resumed run takes its weights from its checkpoint (the model it started from may be gone)."""
     for key in ("train_csv", "validation_csv"):
         path = settings_mod.project_path(getattr(ts, key))
         if not path.is_file():
@@ -78,7 +79,7 @@ def check_inputs(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettin
             raise TrainingError(f"{key}: {e}") from None
         if key == "train_csv" and len(rows) < ts.batch_size:  # one patch per clip and batch
             raise TrainingError(f"{key} '{path}': {len(rows)} clips, fewer than one batch of {ts.batch_size}")
-    if ts.init_from and not settings_mod.project_path(ts.init_from).is_file():
+    if ts.init_from and not resume and not settings_mod.project_path(ts.init_from).is_file():
         raise TrainingError(f"init_from '{settings_mod.project_path(ts.init_from)}' not found")
     if (ts.high_band_weight > 0 or ts.trainable == "high_band") and not ms.high_band_bands:
         raise TrainingError("high_band_weight / trainable 'high_band' need a high-band envelope layer: "
@@ -570,7 +571,7 @@ def prepare(ms: settings_mod.ModelSettings, ts: settings_mod.TrainingSettings, s
     optimizer and discriminators built under ``strategy`` with ``ts.seed``, weights from
     ``init_from`` (a new run) or the run's last checkpoint (``resume``). :func:`fit` trains them.
     """
-    check_inputs(ms, ts)
+    check_inputs(ms, ts, resume)
     distribution = make_strategy(strategy)
     if strategy != "default":
         log.info("strategy %s: %d replica(s) on %s", strategy, distribution.num_replicas_in_sync,
