@@ -250,6 +250,7 @@ def test_receptive_context_bounds_what_an_input_sample_changes():
         assert np.abs(moved).max() > context / 3
 
 
+@pytest.mark.slow  # several seconds of model work or processes: CI runs it (make test stays near a minute)
 def test_int8_export_quantizes_the_network_and_keeps_the_layers_dft_float(tmp_path):
     """Dynamic-range int8 quantizes constant weights; the layer's DFT and band matrices must stay
     float32 (``float_constants``), else the output is ruined."""

@@ -241,6 +241,7 @@ def test_cli_rejects_broadband_input(tmp_path, model_path, script_main):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.wav"]
 
 
+@pytest.mark.slow  # several seconds of model work or processes: CI runs it (make test stays near a minute)
 def test_cli_reference_and_plot(tmp_path, model_path, script_main):
     src = tmp_path / "hi.flac"
     sf.write(src, speech_like(1.5, 16000, seed=4), 16000, subtype="PCM_16")

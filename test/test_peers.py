@@ -43,6 +43,7 @@ def test_utterances_refuses_a_folder_without_any(tmp_path):
         peers.utterances(tmp_path)
 
 
+@pytest.mark.slow  # several seconds of model work or processes: CI runs it (make test stays near a minute)
 @needs_peer_set
 def test_bench_peers_one_command(tmp_path):
     out = tmp_path / "peers"

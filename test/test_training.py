@@ -218,6 +218,7 @@ def test_init_from_is_needed_by_a_new_run_only(tiny_settings_dir, tmp_path):
     check_inputs(ms, gone, resume=True)
 
 
+@pytest.mark.slow  # several seconds of model work or processes: CI runs it (make test stays near a minute)
 def test_train_script_smoke_summary_prints_parameters_and_flops(tiny_settings_dir):
     """train.py as a process (training itself runs in-process above, and as a process in the slow
     SIGKILL / Ctrl-C tests): settings, TensorFlow import, model build, exit code 0."""
