@@ -46,6 +46,11 @@ def context(factor: int) -> int:
     return -(-(len(crossover_taps(factor)) // 2) // factor)
 
 
+def _fast_length(n: int) -> int:
+    """The smallest of 2^k, 3 * 2^k, 5 * 2^k at least ``n`` (cheap FFT sizes, at most 25 % padding)."""
+    return min(m << max(0, (-(-n // m) - 1).bit_length()) for m in (1, 3, 5))
+
+
 def replace(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Low band of ``y`` (``[n, T * factor]``) replaced by that of ``x`` (``[n, T]``, the same windows at
     the input rate); each row filtered on its own, zeros beyond its ends. Returns float32 ``[n, T * factor]``."""
@@ -56,7 +61,7 @@ def replace(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     stuffed[:, ::factor] = factor * x
     d = stuffed - y
     size = d.shape[1] + len(h) - 1
-    nfft = 1 << (size - 1).bit_length()
+    nfft = _fast_length(size)
     full = np.fft.irfft(np.fft.rfft(d, nfft, axis=1) * np.fft.rfft(h, nfft), nfft, axis=1)
     half = len(h) // 2
     return (y + full[:, half:half + d.shape[1]]).astype(np.float32)
