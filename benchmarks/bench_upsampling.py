@@ -192,7 +192,7 @@ def report(label: str, res: dict) -> list[str]:
         rows.append(f"| {label} | {figure} | {fmt(values, digits)}{unit} | {op} {target:g}{unit} | "
                     f"{'yes' if ok else 'no'} |")
 
-    row("one 4-s 4 kHz file, wall time end to end", res["samples"]["e2e_s"], 2, "e2e_s", " s")
+    row("one 4-s file at the model's input rate, wall time end to end", res["samples"]["e2e_s"], 2, "e2e_s", " s")
     row("import + model load", res["samples"]["startup_s"], 2, "startup_s", " s")
     rows.append(f"| {label} | first model call (trace / allocate) | {fmt(res['samples']['first_call_s'], 2)} s | — | — |")
     for length, runs in res["lengths"].items():
