@@ -27,10 +27,14 @@ def band_db(x: np.ndarray, rate: int, lo_hz: float, hi_hz: float) -> np.ndarray:
     return 20 * np.log10(np.abs(band_spectrum(x, rate, lo_hz, hi_hz)) + 1e-9)
 
 
+#: short windows, so a 3-4 s clip spans several windows and batches
+WINDOWS = dict(window_seconds=0.512, overlap_seconds=0.256, batch_size=3)
+
+
 @pytest.fixture(scope="module")
 def kept(tiny_model):
     s = dataclasses.replace(tiny_model.settings, low_band_from_input=True)
-    up = upsampling_settings(window_seconds=0.512, overlap_seconds=0.256, batch_size=3)
+    up = upsampling_settings(**WINDOWS)
     return Upsampler(tiny_model.model, s, up), Upsampler(tiny_model.model, tiny_model.settings, up)
 
 
@@ -70,14 +74,13 @@ def test_kept_band_has_no_seams_and_streams_like_the_whole_array(kept):
     whole = with_input.upsample(x)
     assert np.array_equal(streamed, whole)
     # the same replacement on the whole signal at once (no windows) agrees: the window edges are discarded
-    f = 4
     direct = low_band.replace(x[None], whole_model_output(with_input, x))[0]
-    keep = slice(0, (len(x) - with_input.window) * f)  # before the last window's zero-padded end
+    keep = slice(0, (len(x) - with_input.window) * with_input.factor)  # before the last window's zero-padded end
     assert np.abs(whole[keep] - direct[keep]).max() < 1e-3 * np.abs(direct).max()
 
 
 def whole_model_output(upsampler: Upsampler, x: np.ndarray) -> np.ndarray:
     """The plain model output for ``x``, windowed as usual (no replacement): ``[1, len(x) * factor]``."""
     plain = Upsampler(upsampler.model, dataclasses.replace(upsampler.settings, low_band_from_input=False),
-                      upsampling_settings(window_seconds=0.512, overlap_seconds=0.256, batch_size=3))
+                      upsampling_settings(**WINDOWS))
     return plain.upsample(x)[None]

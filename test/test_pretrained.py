@@ -66,7 +66,7 @@ def test_shipped_model_with_input_from_another_resampler(tmp_path):
     assert snr["auto"] > snr["off"] + 0.1, snr
 
 
-def test_shipped_8k_model_restores_the_band_and_keeps_the_snr_guard(tmp_path):
+def test_shipped_8k_model_restores_the_band_and_keeps_the_snr_guard():
     """The full-band 8 kHz model on the bundled example made 8 kHz by soxr VHQ: the band above 4 kHz
     restored, LSD far below sinc's, SNR within 1.5 dB of sinc's (it keeps the input's own band)."""
     from speechsr import audio, baselines, metrics, resamplers, routing

@@ -174,9 +174,10 @@ class Upsampler:
     def _emit(self, windows: list[np.ndarray], state: dict, last) -> np.ndarray:
         """Run a batch and overlap-add it; returns the output samples now final."""
         H, O, f = self.hop, self.overlap, self.factor
-        outputs = self._run(np.stack(windows))
+        inputs = np.stack(windows)
+        outputs = self._run(inputs)
         if self.settings.low_band_from_input:
-            outputs = low_band.replace(np.stack(windows), outputs)
+            outputs = low_band.replace(inputs, outputs)
         if not np.all(np.isfinite(outputs)):
             raise NonFiniteOutput(f"the model's output is not finite (input peak {state['peak']:.3g}; samples "
                                   "should lie in [-1, 1])")
