@@ -81,6 +81,26 @@ def upsampling_settings(**changes) -> settings.UpsamplingSettings:
     return settings.apply_overrides(settings.load("upsampling", PROJECT_ROOT / "settings"), changes)
 
 
+def check_streams_and_exports(loaded, loaded_s: settings.ModelSettings, path: Path, x: np.ndarray,
+                              stream_snr_db: float) -> None:
+    """The saved 4x model at ``path`` (``loaded``, its settings ``loaded_s``): windowed upsampling of
+    ``x`` (4 kHz ``[time]``, a multiple of 32 samples) matches one pass over the whole array to
+    ``stream_snr_db`` away from the file's zero-padded ends, and its LiteRT export matches that
+    to 60 dB."""
+    from speechsr import inference, runtime
+    from speechsr.export import export_model, snr_db
+    n = len(x)
+    whole = loaded(x[None, :, None]).numpy()[0, :, 0]
+    up = upsampling_settings(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
+    streamed = inference.Upsampler(loaded, loaded_s, up).upsample(x)
+    inner = slice(4000, 4 * n - 4000)
+    assert snr_db(whole[inner], streamed[inner]) >= stream_snr_db
+    res = export_model(path)
+    assert res["written"] and res["snr_db"] >= 60
+    runner, lite_s = runtime.load_lite(path)
+    assert snr_db(streamed, inference.Upsampler(runner, lite_s, up).upsample(x)) >= 60
+
+
 def perturbed_model(s: settings.ModelSettings, seed: int):
     """A freshly built model of settings ``s`` with N(0, 0.05) noise on every weight, so that a seam,
     an edge effect or a runtime difference shows (untrained, the model is plain sinc interpolation)."""

@@ -105,3 +105,13 @@ def test_layers_of_different_shapes_or_a_source_without_a_layer_are_refused(part
     res = script_main("compose_model.py", "--unet", parts["a"], "--high-band", parts["unet"], "-o", out)
     assert res.returncode == 2 and "no high-band layer" in res.stderr
     assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_spectral_model_is_refused_as_the_unet(parts, script_main, tmp_path):
+    s = tiny_model_settings(architecture="spectral", spectral_channels=8, spectral_dilations=[1])
+    spectral = tmp_path / "spectral.keras"
+    model_io.save_model(perturbed_model(s, seed=5), spectral, s)
+    out = tmp_path / "x.keras"
+    res = script_main("compose_model.py", "--unet", spectral, "--high-band", parts["a"], "-o", out)
+    assert res.returncode == 2 and "not a U-Net" in res.stderr
+    assert not out.exists()

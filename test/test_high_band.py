@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import perturbed_model, speech_like, tiny_model_settings, upsampling_settings
-from speechsr import geometry, high_band, inference, model_io, runtime, settings
+from conftest import check_streams_and_exports, perturbed_model, speech_like, tiny_model_settings
+from speechsr import geometry, high_band, model_io, runtime, settings
 from speechsr.export import export_model, snr_db
 
 RATE, EDGE = 16000, 2000.0
@@ -177,17 +177,8 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, 
     assert loaded.get_layer("high_band").hop == loaded_s.high_band_hop == hop
     assert loaded.get_layer("high_band").edge_hz == (edge_hz or 2000.0)
     x = speech_like(3.0, 4000, seed=5)
-    n = len(x) // 32 * 32
-    whole = loaded(x[None, :n, None]).numpy()[0, :, 0]
     assert geometry.receptive_context(s) > geometry.receptive_context(tiny_model_settings())
-    up = upsampling_settings(window_seconds=1.024, overlap_seconds=0.512, batch_size=2)
-    streamed = inference.Upsampler(loaded, loaded_s, up).upsample(x[:n])
-    inner = slice(4000, 4 * n - 4000)  # away from the file's zero-padded ends
-    assert snr_db(whole[inner], streamed[inner]) >= 40
-    res = export_model(path)
-    assert res["written"] and res["snr_db"] >= 60
-    runner, lite_s = runtime.load_lite(path)
-    assert snr_db(streamed, inference.Upsampler(runner, lite_s, up).upsample(x[:n])) >= 60
+    check_streams_and_exports(loaded, loaded_s, path, x[:len(x) // 32 * 32], stream_snr_db=40)
 
 
 def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):

@@ -83,6 +83,8 @@ def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | 
     from speechsr.model import HIGH_BAND_LAYER, build_model, copy_layer_weights
     fractions = check_fractions(fractions, len(high_band_paths))
     unet, unet_settings, unet_info = model_io.load_model(unet_path)
+    if unet_settings.architecture != "unet":
+        raise ValueError(f"{unet_path}: a {unet_settings.architecture} model, not a U-Net: nothing to compose")
     sources = [model_io.load_model(p) for p in high_band_paths]
     for path, (_, s, _) in zip(high_band_paths, sources):
         if not s.high_band_bands:

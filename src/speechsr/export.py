@@ -38,7 +38,8 @@ import tensorflow as tf
 from speechsr import model_io, runtime
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
-from speechsr.model import HIGH_BAND_LAYER, _activation, high_band_layer, level_filters, level_kernel, required_multiple, sinc_interpolation_kernel
+from speechsr.model import (HIGH_BAND_LAYER, SPECTRAL_LAYER, _activation, high_band_layer, level_filters, level_kernel,
+                            required_multiple, sinc_interpolation_kernel, spectral_layer)
 
 log = logging.getLogger("speechsr")
 
@@ -48,7 +49,7 @@ CHECK_SECONDS = 4.096
 
 
 def build_export_model(s: settings_mod.ModelSettings, length: int | None = None) -> keras.Model:
-    """The U-Net of :func:`speechsr.model.build_model` from converter-friendly layers (same names).
+    """The model of :func:`speechsr.model.build_model` from converter-friendly layers (same names).
 
     ``length``: low-res samples (None = any). Weights: :func:`copy_weights`.
     """
@@ -62,6 +63,9 @@ def build_export_model(s: settings_mod.ModelSettings, length: int | None = None)
     x_in = keras.Input(shape=(length, 1), name="low_res")
     phases = L.Conv1D(factor, 2 * s.interpolation_taps + 1, padding="same", use_bias=False,
                       name="sinc_phases")(x_in)
+    if s.architecture == "spectral":
+        y = spectral_layer(s)(shuffle(phases, factor, "interpolated"))
+        return keras.Model(x_in, y, name="speechsr_spectral_export")
     skips, h = [], x_in
     for level in range(s.num_blocks):
         h = L.Conv1D(filters[level], level_kernel(s, level), strides=2, padding="same",
@@ -158,6 +162,8 @@ def export_model(model_path: str | Path, variant: str = "lite", force: bool = Fa
     copy_weights(trained, export, s)
     if variant == "lite-int8" and s.high_band_bands:
         export.get_layer(HIGH_BAND_LAYER).float_constants = True  # int8 U-Net and predictor, float32 DFTs
+    if variant == "lite-int8" and s.architecture == "spectral":
+        export.get_layer(SPECTRAL_LAYER).float_constants = True  # int8 network, float32 DFTs
     flatbuffer = convert(export, variant)
 
     x = check_signal(s)

@@ -1,5 +1,5 @@
-"""U-Net geometry from model settings, without TensorFlow: the per-level convolution table,
-input multiple and receptive field.
+"""Model geometry from model settings, without TensorFlow: the U-Net's per-level convolution table,
+and for both architectures (the U-Net, the spectral model) the input multiple and receptive field.
 
 :func:`conv_table` is the one description of the U-Net's convolutions: :func:`speechsr.model.build_model`
 builds its layers from it and :func:`receptive_context` derives the receptive field from it, so
@@ -16,7 +16,10 @@ from speechsr.settings import ModelSettings
 
 
 def required_multiple(s: ModelSettings) -> int:
-    """Input lengths (low-res samples) must be a multiple of this: ``2 ** (num_blocks + 1)``."""
+    """Input lengths and window starts (low-res samples) must be multiples of this: the U-Net's
+    ``2 ** (num_blocks + 1)``; the spectral model's STFT hop in input samples (its frame grid)."""
+    if s.architecture == "spectral":
+        return max(1, SPECTRAL_HOP // (s.output_rate // s.input_rate))
     return 2 ** (s.num_blocks + 1)
 
 
@@ -31,9 +34,11 @@ def level_kernel(s: ModelSettings, level: int) -> int:
     return s.kernel_sizes[min(level, len(s.kernel_sizes) - 1)]
 
 
-#: STFT of the learned high-band envelope (:mod:`speechsr.high_band`), output samples: window and
-#: the default hop (model setting ``high_band_hop``).
-HIGH_BAND_FFT, HIGH_BAND_HOP = 512, 128
+#: Window (output samples) of the framed STFT of the high-band and spectral layers
+#: (:mod:`speechsr.framed_dft`), and the high-band layer's default hop (model setting ``high_band_hop``).
+FRAMED_FFT, HIGH_BAND_HOP = 512, 128
+#: Hop (output samples) of the spectral model's STFT (:mod:`speechsr.spectral`).
+SPECTRAL_HOP = 128
 
 
 def high_band_edge(s: ModelSettings) -> float:
@@ -47,7 +52,7 @@ def high_band_context(s: ModelSettings) -> int:
     if not s.high_band_bands:
         return 0
     frames = (s.high_band_kernel - 1) // 2 * (2 ** s.high_band_layers - 1)
-    return frames * s.high_band_hop + HIGH_BAND_FFT // 2
+    return frames * s.high_band_hop + FRAMED_FFT // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +84,12 @@ def conv_table(s: ModelSettings) -> list[Conv]:
     return table
 
 
+def spectral_context_frames(dilations) -> int:
+    """STFT frames on each side of a frame that the spectral model's prediction for it reads: one
+    for the entry Conv1D (kernel 3), ``d`` for each residual block of dilation ``d``."""
+    return 1 + sum(dilations)
+
+
 def receptive_context(s: ModelSettings) -> int:
     """Low-res samples on each side of an output point that influence it (half receptive field).
 
@@ -87,9 +98,15 @@ def receptive_context(s: ModelSettings) -> int:
     covered by one extra ``required_multiple``; the high-band envelope layer reads
     :func:`high_band_context` output samples further; the input's low band
     (``low_band_from_input``, :mod:`speechsr.low_band`) :func:`speechsr.low_band.context` more.
+    The spectral model: the interpolator, the STFT frames over a point (half a window each side)
+    and the frames their predictions read (:func:`spectral_context_frames`), one multiple more.
     """
+    factor = s.output_rate // s.input_rate
+    extra = low_band.context(factor) if s.low_band_from_input else 0
+    if s.architecture == "spectral":
+        reach = FRAMED_FFT + spectral_context_frames(s.spectral_dilations) * SPECTRAL_HOP  # output samples
+        return s.interpolation_taps + -(-reach // factor) + required_multiple(s) + extra
     field = 1 + sum((c.kernel - 1) * c.jump for c in conv_table(s))
     context = max(field // 2 + required_multiple(s), s.interpolation_taps)
-    factor = s.output_rate // s.input_rate
     context += -(-high_band_context(s) // factor)
-    return context + (low_band.context(factor) if s.low_band_from_input else 0)
+    return context + extra

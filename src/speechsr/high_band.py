@@ -8,7 +8,7 @@ U-Net and re-levels its output above ``edge_hz`` as spectral band replication do
 
 1. STFT of the U-Net output ``y`` (``N_FFT`` = 512, hop ``hop`` output samples: ``HOP`` = 128
    unless the model settings say ``high_band_hop``; periodic Hann), computed as frames times a
-   fixed DFT matrix (exports to LiteRT, runs as a matrix product).
+   fixed DFT matrix (:mod:`speechsr.framed_dft`: exports to LiteRT, runs as a matrix product).
 2. A small dilated Conv1D stack reads the log power of the bins below ``edge_hz`` (shape of the
    frame's low-band spectrum and its level) and predicts ``log10`` energies of ``bands`` mel
    bands between ``edge_hz`` and Nyquist, per frame, relative to the frame's low-band level.
@@ -35,10 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechsr.geometry import HIGH_BAND_FFT as N_FFT, HIGH_BAND_HOP as HOP  # output samples
+from speechsr.framed_dft import BINS, N_FFT, dft_matrices, frames, hann, overlap_add, window_overlap
+from speechsr.geometry import HIGH_BAND_HOP as HOP  # output samples
 from speechsr.settings import HIGH_BAND_HOPS
 
-BINS = N_FFT // 2 + 1
 LOG_EPS = 1e-10
 MAX_GAIN = 1e3  # +60 dB: a cap for bins where the U-Net's band is (near) silent
 COPY_WIDTH = 32  # bins per replicated patch (1 kHz at 16 kHz)
@@ -94,38 +94,6 @@ def copy_source_bins(rate: int, edge_hz: float, copy_hz: float, hop: int = HOP) 
     return np.where(k < edge, k, start + (k - first) % COPY_WIDTH).astype(np.int32)
 
 
-def _hann() -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
-
-
-def _dft_matrices() -> tuple[np.ndarray, np.ndarray]:
-    """Analysis ``[N_FFT, 2 * BINS]`` (windowed cos, -sin: frame @ analysis = [re, im]) and
-    synthesis ``[N_FFT, 2 * BINS]`` (one-sided inverse DFT times the window) matrices."""
-    n, k = np.arange(N_FFT)[:, None], np.arange(BINS)[None, :]
-    angle = 2 * np.pi * n * k / N_FFT
-    w = _hann()[:, None]
-    analysis = np.concatenate([np.cos(angle) * w, -np.sin(angle) * w], axis=1)
-    weight = np.full(BINS, 2.0)
-    weight[0] = weight[-1] = 1.0
-    synthesis = np.concatenate([np.cos(angle) * weight, -np.sin(angle) * weight], axis=1) * w / N_FFT
-    return analysis.astype(np.float32), synthesis.astype(np.float32)
-
-
-def _frames(x: tf.Tensor, hop: int) -> tf.Tensor:
-    """``[batch, (F + N_FFT / hop - 1) * hop]`` -> overlapping frames ``[batch, F, N_FFT]`` at ``hop``."""
-    blocks = tf.reshape(x, [tf.shape(x)[0], -1, hop])
-    count = tf.shape(blocks)[1] - (N_FFT // hop - 1)
-    return tf.concat([blocks[:, i:i + count] for i in range(N_FFT // hop)], axis=-1)
-
-
-def _overlap_add(frames: tf.Tensor, hop: int) -> tf.Tensor:
-    """Frames ``[batch, F, N_FFT]`` at ``hop`` -> their overlap-add ``[batch, (F + N_FFT / hop - 1) * hop]``."""
-    parts = N_FFT // hop
-    blocks = tf.add_n([tf.pad(frames[..., i * hop:(i + 1) * hop], [[0, 0], [i, parts - 1 - i], [0, 0]])
-                       for i in range(parts)])
-    return tf.reshape(blocks, [tf.shape(frames)[0], -1])
-
-
 @keras.saving.register_keras_serializable(package="speechsr")
 class HighBandEnvelope(keras.layers.Layer):
     """``[batch, time, 1]`` -> same shape: the band above ``edge_hz`` re-levelled to a predicted envelope.
@@ -164,7 +132,7 @@ class HighBandEnvelope(keras.layers.Layer):
         for conv in self.predictor:
             conv.build((None, None, width))
             width = conv.filters
-        analysis, synthesis = _dft_matrices()
+        analysis, synthesis = dft_matrices()
         high_bins = np.r_[self.edge:BINS, BINS + self.edge:2 * BINS]  # only the band above the edge changes
         synthesis = synthesis[:, high_bins].T.copy()  # [2 * (BINS - edge), N_FFT]
         w = band_matrix(self.rate, self.edge_hz, self.bands)
@@ -173,7 +141,7 @@ class HighBandEnvelope(keras.layers.Layer):
         e = self.edge  # from here on only the bins above the edge: [..., BINS - edge]
         self._bands, self._spread_t = tf.constant(w[e:]), tf.constant(spread.T[:, e:].copy())  # zero below e
         self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db)[e:] / 20))
-        self._window_sq = tf.constant(_hann() ** 2)
+        self._window_sq = tf.constant(hann() ** 2)
         self._source = self._copied = None
         if self.copy_hz:
             self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz, self.hop)[e:])
@@ -206,7 +174,7 @@ class HighBandEnvelope(keras.layers.Layer):
         pad_end = (-length) % hop
         padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + N_FFT / hop - 1) * hop]
         analysis, synthesis, bands, spread = self._matrices(y)
-        spec = tf.matmul(_frames(padded, hop), analysis)  # [B, F, 2 * BINS]
+        spec = tf.matmul(frames(padded, hop), analysis)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
         played = with_contrast(self.predict_log_energies(power), self.contrast)
@@ -220,9 +188,8 @@ class HighBandEnvelope(keras.layers.Layer):
             new_im = new_im + (copy_im - new_im) * self._copied
         # only the change is synthesised: the high band replaced, nothing below the edge
         change = tf.concat([new_re - re[..., e:], new_im - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
-        delta = _overlap_add(tf.matmul(change, synthesis), hop)
-        overlap = _overlap_add(tf.ones_like(spec[:1, :, :1]) * self._window_sq, hop)
-        delta = delta / tf.maximum(overlap, 1e-3)
+        delta = overlap_add(tf.matmul(change, synthesis), hop)
+        delta = delta / tf.maximum(window_overlap(spec, self._window_sq, hop), 1e-3)
         return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
 
     def _scaled(self, ex_re: tf.Tensor, ex_im: tf.Tensor, target: tf.Tensor, bands: tf.Tensor,

@@ -1,4 +1,5 @@
-"""The 1-D U-Net of Kuleshov et al. 2017, working at the low-res input rate.
+"""The models: the 1-D U-Net of Kuleshov et al. 2017, working at the low-res input rate, and the
+spectral model (model setting ``architecture``; :mod:`speechsr.spectral`).
 
 Design (see README "Model"): the model takes the **raw low-res clip** ``[batch, T, 1]`` at
 ``input_rate`` (4 kHz) and returns ``[batch, T * factor, 1]`` at ``output_rate`` (16 kHz),
@@ -35,6 +36,7 @@ from speechsr.geometry import (conv_table, high_band_edge, level_filters, level_
                                receptive_context, required_multiple)
 from speechsr.high_band import HighBandEnvelope
 from speechsr.settings import ModelSettings
+from speechsr.spectral import SpectralHighBand
 from speechsr.subpixel import SubPixel1D
 
 
@@ -93,10 +95,21 @@ def _activation(name: str, label: str) -> keras.layers.Layer:
     return keras.layers.Activation(name, name=label)
 
 
-def build_model(s: ModelSettings, length: int | None = None, name: str = "speechsr_unet") -> keras.Model:
-    """Build the U-Net from model settings; ``length`` (low-res samples) fixes T, None = any.
+#: name of the spectral model's network layer (:class:`speechsr.spectral.SpectralHighBand`)
+SPECTRAL_LAYER = "spectral"
 
-    Its convolutions are those of :func:`speechsr.geometry.conv_table`, in that order.
+
+def spectral_layer(s: ModelSettings) -> SpectralHighBand:
+    """The spectral model's layer of model settings ``s``."""
+    return SpectralHighBand(s.output_rate // s.input_rate, s.spectral_channels, s.spectral_dilations,
+                            name=SPECTRAL_LAYER)
+
+
+def build_model(s: ModelSettings, length: int | None = None, name: str = "speechsr_unet") -> keras.Model:
+    """Build the model of model settings ``s``; ``length`` (low-res samples) fixes T, None = any.
+
+    The U-Net's convolutions are those of :func:`speechsr.geometry.conv_table`, in that order; the
+    spectral model is the interpolator then :class:`speechsr.spectral.SpectralHighBand`.
     """
     factor = s.output_rate // s.input_rate
     impl = s.subpixel_implementation
@@ -108,6 +121,8 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
 
     x_in = keras.Input(shape=(length, 1), name="low_res")
     interpolated = SincInterpolation1D(factor, s.interpolation_taps, impl, name="sinc_interpolation")(x_in)
+    if s.architecture == "spectral":
+        return keras.Model(x_in, spectral_layer(s)(interpolated), name="speechsr_spectral")
 
     skips, h = [], x_in
     for level in range(s.num_blocks):
@@ -181,7 +196,8 @@ def conv_flops_per_second(s: ModelSettings) -> float:
         elif isinstance(layer, SincInterpolation1D):
             total += 2.0 * length * (2 * layer.taps + 1) * layer.factor
     high_band = model.get_layer(HIGH_BAND_LAYER).flops_per_second() if s.high_band_bands else 0.0
-    return total * s.input_rate / length + high_band
+    spectral = model.get_layer(SPECTRAL_LAYER).flops_per_second(s.output_rate) if s.architecture == "spectral" else 0.0
+    return total * s.input_rate / length + high_band + spectral
 
 
 def summary_text(s: ModelSettings) -> str:
@@ -191,8 +207,9 @@ def summary_text(s: ModelSettings) -> str:
     flops = conv_flops_per_second(s)
     lines = []
     model.summary(print_fn=lambda line, **_: lines.append(line))
-    lines += [f"parameters: {params:,} ({params * 4 / 2**20:.1f} MiB as float32)",
-              f"filters per level: {level_filters(s)}",
+    shape = (f"filters per level: {level_filters(s)}" if s.architecture == "unet" else
+             f"spectral: {s.spectral_channels} channels, dilations {s.spectral_dilations} (STFT frames)")
+    lines += [f"parameters: {params:,} ({params * 4 / 2**20:.1f} MiB as float32)", shape,
               f"input length must be a multiple of {required_multiple(s)} low-res samples "
               f"({required_multiple(s) / s.input_rate * 1000:.1f} ms)",
               f"forward cost: {flops / 1e9:.3f} GFLOP per second of audio"]

@@ -61,6 +61,7 @@ def _field(kind: str, check: Callable[[Any], bool] | None = None, doc: str = "",
 #: ``runtime.RUNTIMES``).
 SPLIT_UNITS = ("recording", "clip")  # split_by, test_train_split.py --by
 TRAINABLE = ("all", "high_band")
+ARCHITECTURES = ("unet", "spectral")  # speechsr.model.build_model
 SUBPIXEL_IMPLEMENTATIONS = ("auto", "op", "reshape")  # speechsr.subpixel, --subpixel
 STRATEGIES = ("default", "mirrored", "multiworker")  # speechsr.training.make_strategy, train.py --strategy
 
@@ -124,7 +125,8 @@ class DataSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """Architecture of the 1-D U-Net (see ``speechsr.model``)."""
+    """Architecture of the model: the 1-D U-Net (``speechsr.model``) or the spectral model
+    (``speechsr.spectral``), which uses the rates, ``interpolation_taps`` and the ``spectral_*`` keys."""
     input_rate: int = _field("int", _positive, "low-res input rate in Hz")
     output_rate: int = _field("int", _positive, "high-res output rate in Hz (an integer multiple of input_rate)")
     num_blocks: int = _field("int", lambda v: 1 <= v <= 12, "number of downsampling blocks")
@@ -168,6 +170,15 @@ class ModelSettings:
                                        "sinc-interpolated (crossover 0.90-0.98 x that Nyquist); the model supplies "
                                        "only the band above (speechsr.low_band; applied by the upsampler)",
                                        default=False)
+    architecture: str = _field("str", lambda v: v in ARCHITECTURES, "'unet': the waveform U-Net; 'spectral': "
+                               "sinc interpolation plus a network over STFT frames that predicts the bins above "
+                               "the input's Nyquist from those below (speechsr.spectral; the U-Net's keys are "
+                               "then unused)", default="unet")
+    spectral_channels: int = _field("int", lambda v: 1 <= v <= 4096, "channels of the spectral model's Conv1D "
+                                    "layers", default=384)
+    spectral_dilations: list = _field("list[int]", lambda v: 1 <= len(v) <= 32 and all(1 <= d <= 64 for d in v),
+                                      "dilations (STFT frames) of the spectral model's residual blocks, one "
+                                      "block each", default=[1, 2, 4, 8, 1, 2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +339,12 @@ def _cross_check(kind: str, s, source: str) -> None:
         if s.output_rate % s.input_rate:
             raise SettingsError(f"{source}: key 'output_rate' must be a multiple of input_rate ({s.input_rate})")
         edge = s.high_band_edge_hz or s.input_rate / 2
+        if s.architecture == "spectral" and s.high_band_bands:
+            raise SettingsError(f"{source}: key 'high_band_bands' must be 0 with architecture 'spectral' "
+                                "(the envelope layer belongs to the U-Net)")
+        if s.architecture == "spectral" and (s.output_rate // s.input_rate) not in (2, 4, 8):
+            raise SettingsError(f"{source}: architecture 'spectral' upsamples by 2, 4 or 8 "
+                                f"(output_rate / input_rate is {s.output_rate / s.input_rate:g})")
         if s.high_band_edge_hz > s.input_rate / 2:
             raise SettingsError(f"{source}: key 'high_band_edge_hz' must be at most the input's Nyquist "
                                 f"({s.input_rate / 2:g} Hz)")
