@@ -87,13 +87,14 @@ def test_saved_model_streams_like_one_pass_and_exports_to_litert(tmp_path):
     check_streams_and_exports(loaded, loaded_s, path, x, stream_snr_db=60)
 
 
+@pytest.mark.slow  # a training run's graph tracing and validation: CI runs it (make test stays near a minute)
 def test_train_py_trains_a_spectral_model(tiny_settings_dir):
     from speechsr.training import fit, prepare
     raw = json.loads((tiny_settings_dir / "model_settings.json").read_text())
     raw.update(architecture="spectral", spectral_channels=8, spectral_dilations=[1])
     ms = settings.validate("model", raw, "test")
     ts = settings.apply_overrides(settings.load("training", tiny_settings_dir),
-                                  {"epochs": 1, "steps_per_epoch": 4, "patch_length": 1024, "mrstft_weight": 1e-3})
+                                  {"epochs": 1, "steps_per_epoch": 2, "patch_length": 512, "mrstft_weight": 1e-3})
     trainer, run = prepare(ms, ts)
     before = [w.copy() for w in trainer.model.get_layer("spectral").get_weights()]
     fit(trainer, run, ms, ts)
