@@ -38,8 +38,8 @@ import tensorflow as tf
 from speechsr import model_io, runtime
 from speechsr import settings as settings_mod
 from speechsr.audio import atomic_path
-from speechsr.model import (HIGH_BAND_LAYER, SPECTRAL_LAYER, _activation, high_band_layer, level_filters, level_kernel,
-                            required_multiple, sinc_interpolation_kernel, spectral_layer)
+from speechsr.model import (_activation, high_band_layer, level_filters, level_kernel, required_multiple,
+                            sinc_interpolation_kernel, spectral_layer)
 
 log = logging.getLogger("speechsr")
 
@@ -160,10 +160,9 @@ def export_model(model_path: str | Path, variant: str = "lite", force: bool = Fa
     trained, s, _ = model_io.load_model(model_file)
     export = build_export_model(s)
     copy_weights(trained, export, s)
-    if variant == "lite-int8" and s.high_band_bands:
-        export.get_layer(HIGH_BAND_LAYER).float_constants = True  # int8 U-Net and predictor, float32 DFTs
-    if variant == "lite-int8" and s.architecture == "spectral":
-        export.get_layer(SPECTRAL_LAYER).float_constants = True  # int8 network, float32 DFTs
+    for layer in export.layers:  # the layers with fixed DFT matrices: int8 networks, float32 DFTs
+        if hasattr(layer, "float_constants"):
+            layer.float_constants = variant == "lite-int8"
     flatbuffer = convert(export, variant)
 
     x = check_signal(s)

@@ -2,9 +2,10 @@
 
 Waveforms ``[batch, time]`` at the output rate; frames of ``N_FFT`` (512) samples every ``hop``
 samples (a divisor of ``N_FFT``), periodic Hann window; ``BINS`` = 257 one-sided bins. The
-analysis is ``frames @ analysis`` (windowed cos, -sin), the synthesis ``spectrum @ synthesis`` then
-overlap-add divided by the summed squared window (:func:`window_overlap`), so that analysis then
-synthesis gives the input back where frames overlap fully. No FFT op: the LiteRT builtins have no
+analysis (:func:`analyse`) is ``frames @ analysis`` (windowed cos, -sin) of the centred signal, the
+synthesis (:func:`synthesise`) ``spectrum @ synthesis`` then overlap-add divided by the summed
+squared window, so that analysis then synthesis gives the input back where frames overlap fully.
+Callers pass the columns of :func:`dft_matrices` they need (some bins only). No FFT op: the LiteRT builtins have no
 inverse FFT, and matrix products run fast in both runtimes. Used by
 :mod:`speechsr.high_band` and :mod:`speechsr.spectral`.
 """
@@ -52,7 +53,33 @@ def overlap_add(frames: tf.Tensor, hop: int) -> tf.Tensor:
     return tf.reshape(blocks, [tf.shape(frames)[0], -1])
 
 
-def window_overlap(spec: tf.Tensor, window_sq: tf.Tensor, hop: int) -> tf.Tensor:
+def _window_overlap(spec: tf.Tensor, hop: int) -> tf.Tensor:
     """The summed squared window ``[1, (F + N_FFT / hop - 1) * hop]`` under the frames of ``spec``
-    ``[batch, F, ...]`` (``window_sq``: ``hann() ** 2`` as a tensor): synthesis divides by it."""
-    return overlap_add(tf.ones_like(spec[:1, :, :1]) * window_sq, hop)
+    ``[batch, F, ...]``: synthesis divides by it."""
+    return overlap_add(tf.ones_like(spec[:1, :, :1]) * tf.constant(hann() ** 2), hop)
+
+
+def analyse(y: tf.Tensor, analysis: tf.Tensor, hop: int) -> tf.Tensor:
+    """Spectrum ``[batch, F, columns]`` of waveforms ``y`` ``[batch, time, 1]``: frames at ``hop``
+    of ``y`` centred (``N_FFT / 2`` zeros each side, the end padded to a multiple of ``hop``) times
+    ``analysis`` ``[N_FFT, columns]``."""
+    padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + (-tf.shape(y)[1]) % hop]])
+    return tf.matmul(frames(padded, hop), analysis)
+
+
+def synthesise(change: tf.Tensor, synthesis: tf.Tensor, hop: int, length: tf.Tensor) -> tf.Tensor:
+    """Waveform ``[batch, length, 1]`` of a spectrum ``change`` ``[batch, F, columns]`` on the frames
+    of :func:`analyse`: ``change @ synthesis`` (``[columns, N_FFT]``) overlap-added, divided by the
+    summed squared window, the centring removed."""
+    delta = overlap_add(tf.matmul(change, synthesis), hop)
+    delta = delta / tf.maximum(_window_overlap(change, hop), 1e-3)
+    return tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
+
+
+def kept_float(y: tf.Tensor, matrices: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
+    """``matrices`` each multiplied by a 1 the graph computes from ``y``'s batch size, so that the
+    converter's dynamic-range quantization, which quantizes constant weights only, leaves them
+    float32 (int8 DFT kernels ruin the output: about -25 dB SNR). For layers whose
+    ``float_constants`` the int8 export sets (:func:`speechsr.export.export_model`)."""
+    one = tf.cast(tf.shape(y)[0] > 0, tf.float32)
+    return tuple(m * one for m in matrices)

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechsr.framed_dft import BINS, N_FFT, dft_matrices, frames, hann, overlap_add, window_overlap
+from speechsr.framed_dft import BINS, N_FFT, analyse, dft_matrices, kept_float, synthesise
 from speechsr.geometry import HIGH_BAND_HOP as HOP  # output samples
 from speechsr.settings import HIGH_BAND_HOPS
 
@@ -141,22 +141,16 @@ class HighBandEnvelope(keras.layers.Layer):
         e = self.edge  # from here on only the bins above the edge: [..., BINS - edge]
         self._bands, self._spread_t = tf.constant(w[e:]), tf.constant(spread.T[:, e:].copy())  # zero below e
         self._played = tf.constant(10 ** (played_level_db(self.rate, self.edge_hz, self.gain_db, self.tilt_db)[e:] / 20))
-        self._window_sq = tf.constant(hann() ** 2)
         self._source = self._copied = None
         if self.copy_hz:
             self._source = tf.constant(copy_source_bins(self.rate, self.edge_hz, self.copy_hz, self.hop)[e:])
             self._copied = tf.constant((np.arange(e, BINS) >= edge_bin(self.rate, self.copy_hz)).astype(np.float32))
 
     def _matrices(self, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """The fixed (analysis, synthesis, band, spread) matrices; with ``float_constants`` (set by
-        the int8 export) each multiplied by a 1 the graph computes from ``y``'s batch size, so that
-        the converter's dynamic-range quantization, which quantizes constant weights only, leaves
-        them float32 (int8 DFT kernels ruin the output: about -25 dB SNR)."""
+        """The fixed (analysis, synthesis, band, spread) matrices; kept float32 through int8
+        quantization with ``float_constants`` (set by the int8 export; :func:`speechsr.framed_dft.kept_float`)."""
         matrices = (self._analysis, self._synthesis, self._bands, self._spread_t)
-        if not self.float_constants:
-            return matrices
-        one = tf.cast(tf.shape(y)[0] > 0, tf.float32)
-        return tuple(m * one for m in matrices)
+        return kept_float(y, matrices) if self.float_constants else matrices
 
     def predict_log_energies(self, power: tf.Tensor) -> tf.Tensor:
         """``log10`` band energies ``[batch, frames, bands]`` from STFT power ``[batch, frames, BINS]``."""
@@ -169,12 +163,8 @@ class HighBandEnvelope(keras.layers.Layer):
         return h + level
 
     def call(self, y):
-        length = tf.shape(y)[1]
-        hop = self.hop
-        pad_end = (-length) % hop
-        padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + pad_end]])  # [B, (F + N_FFT / hop - 1) * hop]
         analysis, synthesis, bands, spread = self._matrices(y)
-        spec = tf.matmul(frames(padded, hop), analysis)  # [B, F, 2 * BINS]
+        spec = analyse(y, analysis, self.hop)  # [B, F, 2 * BINS]
         re, im = spec[..., :BINS], spec[..., BINS:]
         power = re * re + im * im
         played = with_contrast(self.predict_log_energies(power), self.contrast)
@@ -188,9 +178,7 @@ class HighBandEnvelope(keras.layers.Layer):
             new_im = new_im + (copy_im - new_im) * self._copied
         # only the change is synthesised: the high band replaced, nothing below the edge
         change = tf.concat([new_re - re[..., e:], new_im - im[..., e:]], axis=-1)  # [B, F, 2 * (BINS - e)]
-        delta = overlap_add(tf.matmul(change, synthesis), hop)
-        delta = delta / tf.maximum(window_overlap(spec, self._window_sq, hop), 1e-3)
-        return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)  # (no new-axis slice in LiteRT)
+        return y + synthesise(change, synthesis, self.hop, tf.shape(y)[1])
 
     def _scaled(self, ex_re: tf.Tensor, ex_im: tf.Tensor, target: tf.Tensor, bands: tf.Tensor,
                 spread: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechsr.framed_dft import BINS, N_FFT, dft_matrices, frames, hann, overlap_add, window_overlap
+from speechsr.framed_dft import BINS, N_FFT, analyse, dft_matrices, kept_float, synthesise
 from speechsr.geometry import SPECTRAL_HOP as HOP
 
 CUT_FRACTION = 7 / 8   # of the input's Nyquist: the first bin the model changes
@@ -73,16 +73,12 @@ class SpectralHighBand(keras.layers.Layer):
         high = np.r_[self.cut:BINS, BINS + self.cut:2 * BINS]  # the changed bins' re, im
         self._analysis = tf.constant(analysis[:, bins].copy())  # [N_FFT, 2 * features]
         self._synthesis = tf.constant(synthesis[:, high].T.copy())  # [2 * (BINS - cut), N_FFT]
-        self._window_sq = tf.constant(hann() ** 2)
 
     def _matrices(self, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The fixed DFT matrices; with ``float_constants`` (the int8 export) multiplied by a 1 the
-        graph computes, so that dynamic-range quantization leaves them float32 (as
-        :meth:`speechsr.high_band.HighBandEnvelope._matrices`)."""
-        if not self.float_constants:
-            return self._analysis, self._synthesis
-        one = tf.cast(tf.shape(y)[0] > 0, tf.float32)
-        return self._analysis * one, self._synthesis * one
+        """The fixed DFT matrices; kept float32 through int8 quantization with ``float_constants``
+        (set by the int8 export; :func:`speechsr.framed_dft.kept_float`)."""
+        matrices = (self._analysis, self._synthesis)
+        return kept_float(y, matrices) if self.float_constants else matrices
 
     def predict(self, re: tf.Tensor, im: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The change ``(re, im)`` ``[batch, frames, BINS - cut]`` from the feature bins' spectrum
@@ -100,14 +96,10 @@ class SpectralHighBand(keras.layers.Layer):
         return mag * a, mag * b
 
     def call(self, y):
-        length = tf.shape(y)[1]
-        padded = tf.pad(y[..., 0], [[0, 0], [N_FFT // 2, N_FFT // 2 + (-length) % HOP]])
         analysis, synthesis = self._matrices(y)
-        spec = tf.matmul(frames(padded, HOP), analysis)  # [B, F, 2 * features]
+        spec = analyse(y, analysis, HOP)  # [B, F, 2 * features]
         change_re, change_im = self.predict(spec[..., :self.features], spec[..., self.features:])
-        delta = overlap_add(tf.matmul(tf.concat([change_re, change_im], axis=-1), synthesis), HOP)
-        delta = delta / tf.maximum(window_overlap(spec, self._window_sq, HOP), 1e-3)
-        return y + tf.expand_dims(delta[:, N_FFT // 2:N_FFT // 2 + length], -1)
+        return y + synthesise(tf.concat([change_re, change_im], axis=-1), synthesis, HOP, tf.shape(y)[1])
 
     def flops_per_second(self, rate: int) -> float:
         """Multiply-adds x 2 for one second of audio at ``rate`` (the output rate): the two DFT
