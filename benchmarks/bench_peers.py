@@ -79,15 +79,16 @@ def main(argv=None) -> int:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    figure(rows, out / "peers.png", systems)
+    figure(rows, out / "peers.png", systems, args.peer_set.resolve().name)
     print(table)
     print("\n".join(routes))
     print(f"wrote {out / 'peers.md'}, {out / 'peers.csv'}, {out / 'peers.png'}")
     return 0
 
 
-def figure(rows: list[dict], path: Path, systems: dict) -> None:
-    """Spectrograms of the first utterance: reference, AERO, SEANet, our systems, published sinc."""
+def figure(rows: list[dict], path: Path, systems: dict, peer_set: str) -> None:
+    """Spectrograms of the first utterance: reference, AERO, SEANet, our systems, published sinc;
+    titled with the utterance and the peer set's name (e.g. ``4to16``)."""
     from speechsr import audio
     from speechsr.plots import comparison_figure
     first = rows[0]["utterance"]
@@ -100,7 +101,7 @@ def figure(rows: list[dict], path: Path, systems: dict) -> None:
             signals[name] = (x, rate)
             if name != "reference (real 16 kHz)":
                 scores[name] = by_name[name]
-    comparison_figure(path, signals, scores, title=f"{first}: {Path(path).parent.name}")
+    comparison_figure(path, signals, scores, title=f"{first}: {peer_set}")
 
 
 if __name__ == "__main__":

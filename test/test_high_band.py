@@ -163,7 +163,10 @@ def test_own_and_copied_parts_each_meet_the_envelope_so_there_is_no_step_between
     assert abs(steps[1] - steps[0]) < 1.5, steps
 
 
-@pytest.mark.parametrize("copy_hz, edge_hz, contrast, hop", [(0.0, 0.0, 1.0, 128), (4000.0, 1800.0, 1.5, 256)])
+# the first case is the shipped telephony model's layer; the second (copied excitation, contrast,
+# hop 256: no shipped model) runs in the slow set
+@pytest.mark.parametrize("copy_hz, edge_hz, contrast, hop", [
+    (0.0, 0.0, 1.0, 128), pytest.param(4000.0, 1800.0, 1.5, 256, marks=pytest.mark.slow)])
 def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, copy_hz, edge_hz, contrast, hop):
     s = tiny_model_settings(high_band_bands=8, high_band_channels=8, high_band_layers=2, high_band_hop=hop,
                             high_band_copy_hz=copy_hz, high_band_edge_hz=edge_hz, high_band_contrast=contrast)
@@ -181,6 +184,7 @@ def test_model_with_the_layer_saves_exports_and_streams_like_one_pass(tmp_path, 
     check_streams_and_exports(loaded, loaded_s, path, x[:len(x) // 32 * 32], stream_snr_db=40)
 
 
+@pytest.mark.slow  # a train.py fit with the layer: about 15 s
 def test_training_only_the_layer_keeps_the_unet_of_init_from(tiny_settings_dir, tmp_path):
     from speechsr.training import TrainingError, fit, prepare
     plain = settings.load("model", tiny_settings_dir)

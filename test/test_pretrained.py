@@ -43,10 +43,13 @@ def test_shipped_model_beats_sinc_on_the_bundled_example(path):
     assert len(result["signals"]["model"]) == len(result["signals"]["reference"])
 
 
-def test_shipped_model_with_input_from_another_resampler(tmp_path):
-    """A 4 kHz file made by scipy's resample_poly (content up to Nyquist): band-limited on
-    'auto', the model keeps the SNR guard (sinc - 0.5 dB); without it, it falls below (version
-    4.0: 14.48 dB on 'auto', 14.25 dB off, sinc 14.48; version 3.0's envelope layer lost more)."""
+@pytest.mark.parametrize("path", [PRETRAINED, FAST], ids=["default", "fast"])
+def test_shipped_model_with_input_from_another_resampler(tmp_path, path):
+    """A 4 kHz file made by scipy's resample_poly (content up to Nyquist): on 'auto' (the input
+    low-pass that U-Nets trained on sox input need: version 4.0's U-Net lost 0.23 dB here without it)
+    both shipped models keep the SNR guard (sinc - 0.5 dB). The spectral default rewrites everything
+    above 7/8 of the input's Nyquist, so the band edge changes nothing for it (5.0: 14.35 dB on
+    'auto' and off, sinc 14.48)."""
     import numpy as np
     import scipy.signal
     import soundfile as sf
@@ -60,10 +63,11 @@ def test_shipped_model_with_input_from_another_resampler(tmp_path):
     snr = {"sinc": metrics.snr(ref, baselines.sinc(low, 4000, 16000))}
     for mode in ("auto", "off"):
         up = settings.apply_overrides(settings.load("upsampling", PROJECT_ROOT / "settings"), {"input_lowpass": mode})
-        upsample_file(tmp_path / "low.wav", tmp_path / f"{mode}.wav", load_upsampler(PRETRAINED, up))
+        upsample_file(tmp_path / "low.wav", tmp_path / f"{mode}.wav", load_upsampler(path, up))
         snr[mode] = metrics.snr(ref, sf.read(tmp_path / f"{mode}.wav", dtype="float32")[0])
     assert snr["auto"] >= snr["sinc"] - 0.5, snr
-    assert snr["auto"] > snr["off"] + 0.1, snr
+    if path == PRETRAINED:
+        assert abs(snr["auto"] - snr["off"]) < 0.1, snr
 
 
 def test_shipped_8k_model_restores_the_band_and_keeps_the_snr_guard():

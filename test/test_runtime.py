@@ -132,7 +132,8 @@ def test_runtimes_agree_on_real_speech(example_4k):
     assert snr_db(y_tf, y_lite) >= 60
     if runtime.exported_path(SHIPPED, "lite-int8").exists():
         int8 = loading.load_upsampler(SHIPPED, up, runtime="lite-int8")
-        assert 35 <= snr_db(y_tf, int8.upsample(example_4k)) < 60  # int8 weights: close, not equal
+        # int8 weights: close, not equal (the float32 export matches at over 100 dB)
+        assert 35 <= snr_db(y_tf, int8.upsample(example_4k)) < 90
 
 
 def test_lean_path_never_imports_tensorflow(tmp_path, example_4k):

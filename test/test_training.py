@@ -356,7 +356,7 @@ def _tiny_trainer(ms, ts, gan=False):
                             gan=training.build_gan(ms, ts, strategy) if gan else None)
 
 
-@pytest.mark.parametrize("gan", [False, True], ids=["reconstruction", "gan"])
+@pytest.mark.parametrize("gan", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["reconstruction", "gan"])
 def test_trainer_steps_without_touching_disk_and_its_checkpoint_restores_the_state(tmp_path, monkeypatch, gan):
     monkeypatch.chdir(tmp_path)
     ms = tiny_model_settings()
