@@ -115,3 +115,46 @@ def test_a_spectral_model_is_refused_as_the_unet(parts, script_main, tmp_path):
     res = script_main("compose_model.py", "--unet", spectral, "--high-band", parts["a"], "-o", out)
     assert res.returncode == 2 and "not a U-Net" in res.stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    """Three "snapshots" of one tiny spectral model (same settings, different weights)."""
+    root = tmp_path_factory.mktemp("snapshots")
+    s = tiny_model_settings(architecture="spectral", spectral_channels=8, spectral_dilations=[1])
+    paths = [root / f"epoch_{i:03d}.keras" for i in (2, 4, 6)]
+    for i, path in enumerate(paths):
+        model_io.save_model(perturbed_model(s, seed=10 + i), path, s, {"epoch": 2 * (i + 1)})
+    return paths
+
+
+@pytest.mark.parametrize("fractions", [None, [0.5, 0.25, 0.25]])
+def test_average_is_the_weighted_mean_of_every_weight(snapshots, script_main, tmp_path, fractions):
+    out = tmp_path / "soup.keras"
+    extra = ["--fractions", *map(str, fractions)] if fractions else []
+    res = script_main("compose_model.py", "--average", *snapshots, *extra, "-o", out)
+    assert res.returncode == 0, res.stderr
+    f = fractions or [1 / 3] * 3
+    sources = [model_io.load_model(p)[0].get_weights() for p in snapshots]
+    model, s, info = model_io.load_model(out)
+    got = model.get_weights()
+    assert len(got) == len(sources[0]) > 0
+    for i, w in enumerate(got):
+        np.testing.assert_allclose(w, sum(fi * src[i] for fi, src in zip(f, sources)), rtol=1e-5, atol=1e-7)
+    assert s == model_io.load_model(snapshots[0])[1] and info["epoch"] == 6
+    assert [a["fraction"] for a in info["average"]] == pytest.approx(f)
+    x = speech_like(0.5, 4000, seed=1)[None, :, None]
+    assert np.isfinite(model(x).numpy()).all()
+
+
+def test_average_refuses_other_settings_one_model_and_layer_flags(snapshots, parts, script_main, tmp_path):
+    out = tmp_path / "x.keras"
+    res = script_main("compose_model.py", "--average", snapshots[0], parts["a"], "-o", out)
+    assert res.returncode == 2 and "model settings differ" in res.stderr
+    res = script_main("compose_model.py", "--average", snapshots[0], "-o", out)
+    assert res.returncode == 2 and "two or more" in res.stderr
+    res = script_main("compose_model.py", "--average", *snapshots, "--no-high-band", "-o", out)
+    assert res.returncode == 2 and "whole models" in res.stderr
+    res = script_main("compose_model.py", "--unet", parts["unet"], "-o", out)
+    assert res.returncode == 2 and "--no-high-band" in res.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()

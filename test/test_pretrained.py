@@ -47,9 +47,10 @@ def test_shipped_model_beats_sinc_on_the_bundled_example(path):
 def test_shipped_model_with_input_from_another_resampler(tmp_path, path):
     """A 4 kHz file made by scipy's resample_poly (content up to Nyquist): on 'auto' (the input
     low-pass that U-Nets trained on sox input need: version 4.0's U-Net lost 0.23 dB here without it)
-    both shipped models keep the SNR guard (sinc - 0.5 dB). The spectral default rewrites everything
-    above 7/8 of the input's Nyquist, so the band edge changes nothing for it (5.0: 14.35 dB on
-    'auto' and off, sinc 14.48)."""
+    both shipped models keep the SNR guard (sinc - 0.5 dB), and the low-pass never costs SNR. The
+    spectral default reads the bins up to the input's Nyquist, trained on sox input that rolls off
+    there: version 5.0 scored the same either way (14.35 dB, sinc 14.48), version 5.1 needs the
+    low-pass (14.16 dB on 'auto', 11.20 off)."""
     import numpy as np
     import scipy.signal
     import soundfile as sf
@@ -66,8 +67,7 @@ def test_shipped_model_with_input_from_another_resampler(tmp_path, path):
         upsample_file(tmp_path / "low.wav", tmp_path / f"{mode}.wav", load_upsampler(path, up))
         snr[mode] = metrics.snr(ref, sf.read(tmp_path / f"{mode}.wav", dtype="float32")[0])
     assert snr["auto"] >= snr["sinc"] - 0.5, snr
-    if path == PRETRAINED:
-        assert abs(snr["auto"] - snr["off"]) < 0.1, snr
+    assert snr["auto"] >= snr["off"] - 0.1, snr
 
 
 def test_shipped_8k_model_restores_the_band_and_keeps_the_snr_guard():

@@ -59,6 +59,14 @@ def test_settings_keep_the_envelope_layer_and_odd_factors_off_the_spectral_model
         settings.validate("model", {**base, "spectral_dilations": [0]}, "test")
 
 
+def test_build_model_names_the_model_by_its_architecture_unless_told():
+    from speechsr.model import build_model
+    assert build_model(spectral_settings()).name == "speechsr_spectral"
+    assert build_model(tiny_model_settings()).name == "speechsr_unet"
+    assert build_model(spectral_settings(), name="mine").name == "mine"
+    assert build_model(tiny_model_settings(), name="mine").name == "mine"
+
+
 def test_receptive_context_bounds_what_an_input_sample_changes():
     s = spectral_settings()
     model = perturbed_model(s, seed=1)

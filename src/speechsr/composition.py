@@ -1,5 +1,7 @@
 """Compose a model from trained parts: the U-Net of one model and a weighted blend of the
-high-band envelope layers (:class:`speechsr.high_band.HighBandEnvelope`) of others.
+high-band envelope layers (:class:`speechsr.high_band.HighBandEnvelope`) of others; or the
+weighted average of whole models of one architecture (:func:`average_models`: snapshots of one
+training run, a "model soup" of the run's tail, which scores better than any one of them).
 
 How the shipped default (version 3.0) was made: a three-quarter-width U-Net, with the layer
 0.7 x version 2.2's + 0.3 x one retrained on the new U-Net (README of ``models/pretrained``).
@@ -28,19 +30,21 @@ if TYPE_CHECKING:
     import keras
 
 
-def check_fractions(fractions: Sequence[float] | None, count: int) -> list[float]:
-    """The blend fractions of ``count`` high-band layers (``None``: ``[1.0]`` for one layer, ``[]``
-    for none);
+def check_fractions(fractions: Sequence[float] | None, count: int, flag: str = "--high-band") -> list[float]:
+    """The blend fractions of ``count`` high-band layers (or models, named by ``flag``);
+    ``None``: ``[1.0]`` for one layer, ``[]`` for none (``--average``: equal fractions);
     ValueError (one line, named as compose_model.py's flags) unless there is one per layer, each
     in [0, 1], summing to 1. Imports no TensorFlow: the script checks its arguments with it first."""
     if count == 0 and not fractions:
         return []
     if fractions is None:
+        if flag == "--average" and count:
+            return [1.0 / count] * count
         if count != 1:
-            raise ValueError(f"--fractions: give one per --high-band model ({count})")
+            raise ValueError(f"--fractions: give one per {flag} model ({count})")
         return [1.0]
     if len(fractions) != count:
-        raise ValueError(f"--fractions: {len(fractions)} given for {count} --high-band model(s)")
+        raise ValueError(f"--fractions: {len(fractions)} given for {count} {flag} model(s)")
     if any(not 0 <= f <= 1 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ValueError(f"--fractions must each be in [0, 1] and sum to 1, got {list(fractions)}")
     return [float(f) for f in fractions]
@@ -65,8 +69,7 @@ def blend_weights(layers: Sequence[keras.layers.Layer], fractions: Sequence[floa
     if any(s != shapes[0] for s in shapes[1:]):
         raise ValueError("the high-band layers differ in shape (high_band_bands, _channels, _layers, "
                          "_kernel or _hop); only layers of the same shape can be blended")
-    return [sum(f * ws[i].astype(np.float64) for f, ws in zip(fractions, weights)).astype(ws0.dtype)
-            for i, ws0 in enumerate(weights[0])]
+    return _mix(weights, fractions)
 
 
 def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | os.PathLike],
@@ -103,3 +106,34 @@ def compose_model(unet_path: str | os.PathLike, high_band_paths: Sequence[str | 
         "high_band_settings_from": str(high_band_paths[0]) if high_band_paths else None,
     }
     return model, settings, info
+
+
+def average_models(paths: Sequence[str | os.PathLike], fractions: Sequence[float] | None = None
+                   ) -> tuple[keras.Model, ModelSettings, dict]:
+    """``(model, model_settings, provenance)``: every weight the ``fractions``-weighted mean of the
+    models at ``paths`` (default: equal fractions). The models must have the same model settings
+    (snapshots of one run, or runs forked from one start; averaging unrelated models gives noise).
+    The provenance keeps the last model's training record and names every source with its
+    fraction under ``"average"``. Loads TensorFlow."""
+    from speechsr import model_io
+    from speechsr.model import build_model
+    if len(paths) < 2:
+        raise ValueError("--average: give two or more models")
+    fractions = check_fractions(fractions, len(paths), "--average")
+    sources = [model_io.load_model(p) for p in paths]
+    settings = sources[0][1]
+    for path, (_, s, _) in zip(paths[1:], sources[1:]):
+        if s != settings:
+            raise ValueError(f"{path}: its model settings differ from {paths[0]}'s; only models of the same "
+                             "settings can be averaged")
+    model = build_model(settings)
+    model.set_weights(_mix([m.get_weights() for m, _, _ in sources], fractions))
+    info = {k: v for k, v in sources[-1][2].items() if k != "model_settings"}
+    info["average"] = [{"model": str(p), "fraction": f} for p, f in zip(paths, fractions)]
+    return model, settings, info
+
+
+def _mix(weights: Sequence[Sequence[np.ndarray]], fractions: Sequence[float]) -> list[np.ndarray]:
+    """sum(fraction_i x weights_i), each array in float64 then back to its dtype."""
+    return [sum(f * ws[i].astype(np.float64) for f, ws in zip(fractions, weights)).astype(ws0.dtype)
+            for i, ws0 in enumerate(weights[0])]

@@ -105,8 +105,9 @@ def spectral_layer(s: ModelSettings) -> SpectralHighBand:
                             name=SPECTRAL_LAYER)
 
 
-def build_model(s: ModelSettings, length: int | None = None, name: str = "speechsr_unet") -> keras.Model:
+def build_model(s: ModelSettings, length: int | None = None, name: str | None = None) -> keras.Model:
     """Build the model of model settings ``s``; ``length`` (low-res samples) fixes T, None = any.
+    ``name`` names the Keras model (default ``speechsr_spectral`` or ``speechsr_unet``).
 
     The U-Net's convolutions are those of :func:`speechsr.geometry.conv_table`, in that order; the
     spectral model is the interpolator then :class:`speechsr.spectral.SpectralHighBand`.
@@ -122,7 +123,7 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
     x_in = keras.Input(shape=(length, 1), name="low_res")
     interpolated = SincInterpolation1D(factor, s.interpolation_taps, impl, name="sinc_interpolation")(x_in)
     if s.architecture == "spectral":
-        return keras.Model(x_in, spectral_layer(s)(interpolated), name="speechsr_spectral")
+        return keras.Model(x_in, spectral_layer(s)(interpolated), name=name or "speechsr_spectral")
 
     skips, h = [], x_in
     for level in range(s.num_blocks):
@@ -160,7 +161,7 @@ def build_model(s: ModelSettings, length: int | None = None, name: str = "speech
     y = keras.layers.Add(name="high_res")([interpolated, residual])
     if s.high_band_bands:
         y = high_band_layer(s)(y)
-    return keras.Model(x_in, y, name=name)
+    return keras.Model(x_in, y, name=name or "speechsr_unet")
 
 
 #: name of the high-band envelope layer in every model of :func:`build_model`
