@@ -24,7 +24,8 @@ from pathlib import Path
 import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow loads)
 from speechsr import cli
 from speechsr.audio import AudioError
-from speechsr.composition import average_models, check_fractions, compose_model  # TensorFlow only once composing
+# TensorFlow only once composing
+from speechsr.composition import average_models, check_fractions, compose_model, equal_fractions
 from speechsr.loading import import_tensorflow_quietly
 
 
@@ -55,7 +56,7 @@ def check_args(args) -> list[Path]:
         if len(args.average) < 2:
             raise ValueError("--average: give two or more models")
         models = cli.check_model_files(args.average)
-        args.fractions = check_fractions(args.fractions, len(models), "--average")
+        args.fractions = check_fractions(equal_fractions(args.fractions, len(models)), len(models), "--average")
     else:
         if not args.high_band and not args.no_high_band:
             raise ValueError("--unet needs --high-band MODEL... or --no-high-band")

@@ -32,14 +32,12 @@ if TYPE_CHECKING:
 
 def check_fractions(fractions: Sequence[float] | None, count: int, flag: str = "--high-band") -> list[float]:
     """The blend fractions of ``count`` high-band layers (or models, named by ``flag``);
-    ``None``: ``[1.0]`` for one layer, ``[]`` for none (``--average``: equal fractions);
+    ``None``: ``[1.0]`` for one layer, ``[]`` for none;
     ValueError (one line, named as compose_model.py's flags) unless there is one per layer, each
     in [0, 1], summing to 1. Imports no TensorFlow: the script checks its arguments with it first."""
     if count == 0 and not fractions:
         return []
     if fractions is None:
-        if flag == "--average" and count:
-            return [1.0 / count] * count
         if count != 1:
             raise ValueError(f"--fractions: give one per {flag} model ({count})")
         return [1.0]
@@ -48,6 +46,11 @@ def check_fractions(fractions: Sequence[float] | None, count: int, flag: str = "
     if any(not 0 <= f <= 1 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ValueError(f"--fractions must each be in [0, 1] and sum to 1, got {list(fractions)}")
     return [float(f) for f in fractions]
+
+
+def equal_fractions(fractions: Sequence[float] | None, count: int) -> Sequence[float]:
+    """``fractions``, or ``count`` equal ones when none are given (``--average``'s default)."""
+    return fractions if fractions is not None else [1.0 / count] * count
 
 
 def composed_settings(unet: ModelSettings, high_band: ModelSettings) -> ModelSettings:
@@ -119,7 +122,7 @@ def average_models(paths: Sequence[str | os.PathLike], fractions: Sequence[float
     from speechsr.model import build_model
     if len(paths) < 2:
         raise ValueError("--average: give two or more models")
-    fractions = check_fractions(fractions, len(paths), "--average")
+    fractions = check_fractions(equal_fractions(fractions, len(paths)), len(paths), "--average")
     sources = [model_io.load_model(p) for p in paths]
     settings = sources[0][1]
     for path, (_, s, _) in zip(paths[1:], sources[1:]):
