@@ -129,27 +129,37 @@ def test_ambiguous_arrays_bad_rates_and_bad_models_are_value_errors(tiny):
             speechsr.upsample(x, 4000, model=bad)
 
 
-def test_huge_samples_never_give_nan(tmp_path, script_main):
-    """A model may overflow on finite but huge samples (a U-Net's activations; the spectral model's
-    STFT power, |X|^2 beyond float32): one clear error, nothing written, never NaN in the output.
-    The spectral default's added band is bounded in magnitude, so where it does not overflow it
-    keeps the input's level (version 5.0 did not overflow at 5e36; version 5.1 does)."""
+def test_huge_samples_keep_their_level(tmp_path, script_main):
+    """Samples far beyond full scale (a FLOAT WAV at 5e36) run at unit peak and are scaled back:
+    the output is finite and at the input's level, by the API and the command (the spectral
+    default's STFT power and the U-Net's activations overflowed float32 there before)."""
     loud = (speech_like(0.5, 4000) * 5e36).astype(np.float32)
-    try:
-        y, _ = speechsr.load_model("pretrained").upsample(loud, 4000)
-    except ValueError as e:
-        assert str(e).startswith("the model's output is not finite (input peak "), e
-    else:
-        assert np.isfinite(y).all() and 0.5 < np.abs(y).max() / np.abs(loud).max() < 2.0
-    model = speechsr.load_model("fast")
-    with pytest.raises(ValueError, match=r"model's output is not finite \(input peak [0-9.]+e\+36"):
-        model.upsample(loud, 4000)
+    for name in ("pretrained", "fast"):
+        y, _ = speechsr.load_model(name).upsample(loud, 4000)
+        assert np.isfinite(y).all() and 0.5 < np.abs(y).max() / np.abs(loud).max() < 2.0, name
     sf.write(tmp_path / "loud.wav", loud, 4000, subtype="FLOAT")
-    r = script_main("upsample_audio_file.py", tmp_path / "loud.wav", "--model", "fast")
+    r = script_main("upsample_audio_file.py", tmp_path / "loud.wav", "--model", "fast",
+                    "-o", tmp_path / "out.wav")
+    assert r.returncode == 0, r.stderr
+    y, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 16000 and np.isfinite(y).all() and 0.5 < np.abs(y).max() / np.abs(loud).max() < 2.0
+
+
+def test_non_finite_output_is_one_line_and_writes_nothing(tmp_path, script_main, monkeypatch):
+    """Output that is still not finite (scaled back beyond float32) is refused: one line naming the
+    file and the input's peak, nothing written, never NaN; the API raises NonFiniteOutput."""
+    from speechsr import inference
+    real_run = inference.Upsampler._run
+    monkeypatch.setattr(inference.Upsampler, "_run", lambda self, w: real_run(self, w) * np.inf)
+    x = speech_like(0.5, 4000)
+    with pytest.raises(inference.NonFiniteOutput, match=r"^the model's output is not finite \(input peak 0\.595\)$"):
+        speechsr.load_model("fast").upsample(x, 4000)
+    sf.write(tmp_path / "in.wav", x, 4000, subtype="FLOAT")
+    r = script_main("upsample_audio_file.py", tmp_path / "in.wav", "--model", "fast")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {tmp_path / 'loud.wav'}: the model's output is not finite (input peak "), last
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loud.wav"]  # nothing written
+    assert last.startswith(f"error: {tmp_path / 'in.wav'}: the model's output is not finite (input peak "), last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]  # nothing written
 
 
 def test_array_output_is_filled_in_place_not_joined(tiny):

@@ -438,3 +438,39 @@ def test_one_audio_walker_for_corpora_and_upsample_folders(tmp_path):
     assert [rel for _, rel in collect_audio_files([tmp_path], exclude=tmp_path / "out")] == [Path("a/y"), Path("b/x")]
     corpus = find_recordings(tmp_path, [], [".wav"], exclude=[tmp_path / "out"])
     assert [r.id for r in corpus] == ["b__x"]
+
+
+@pytest.mark.slow
+def test_build_training_corpus_script(tmp_path):
+    """preprocessing/build_training_corpus.sh: the three corpora at both rates, one train CSV per
+    rate with LibriSpeech twice and paths relative to RUNS/data, validation from LibriSpeech only."""
+    import subprocess
+    import sys
+    libri = tmp_path / "libri" / "train-clean-100"
+    so762, lj = tmp_path / "so762" / "SPEAKER0001", tmp_path / "lj"
+    for folder in (libri, so762, lj):
+        folder.mkdir(parents=True)
+    for i in range(13):  # 13 recordings: 4 % rounds to one validation recording
+        sf.write(libri / f"10{i:02d}-1-0000.flac", speech_like(4.2, seed=i), SR, subtype="PCM_16")
+    for i in range(3):
+        sf.write(so762 / f"00001{i:04d}.wav", speech_like(2.3, seed=20 + i), SR, subtype="PCM_16")
+    sf.write(lj / "LJ001-0001.wav", speech_like(6.1, seed=30), SR, subtype="PCM_16")
+    runs = tmp_path / "runs"
+    script = ROOT / "preprocessing" / "build_training_corpus.sh"
+    env = {**os.environ, "LIBRISPEECH": str(tmp_path / "libri"), "PY": sys.executable}
+    r = subprocess.run(["bash", str(script), str(runs), str(so762.parent), str(lj)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for rate, low in (("4x", 4000), ("8k", 8000)):
+        data = runs / "data"
+        first = (data / f"train_{rate}_all.csv").read_text().splitlines()[1].split(",")
+        assert first[1].startswith(f"librispeech_{rate}_clips/clips/"), first
+        rows = read_split_csv(data / f"train_{rate}_all.csv")
+        libri_train = read_split_csv(data / f"librispeech_{rate}_clips" / "train.csv")
+        assert len(libri_train) == 12 * 2  # 12 training recordings of two 2-s clips
+        assert len(rows) == 2 * len(libri_train) + 3 + 3  # so762: one clip each; LJ: three
+        assert len(read_split_csv(data / f"librispeech_{rate}_clips" / "validation.csv")) == 2
+        for row in rows:
+            assert sf.info(row["high_res"]).samplerate == SR and sf.info(row["low_res"]).samplerate == low, row
+    r = subprocess.run(["bash", str(script), str(runs)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("usage:"), r.stderr

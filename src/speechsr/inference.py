@@ -55,7 +55,7 @@ class TFRunner(WindowRunner):
 
 
 class NonFiniteOutput(ValueError):
-    """The model's output holds NaN or infinite values (input samples far outside [-1, 1]);
+    """The model's output holds NaN or infinite values (input peaks near the float32 limit);
     ``str()`` names the input's peak. Callers put the file's name in front."""
 
 
@@ -128,9 +128,10 @@ class Upsampler:
 
         The concatenated output has exactly ``factor`` x the total input samples. A window
         is processed once input past its end has arrived (or the stream ended), so the
-        windows and batches are the same whatever the block sizes. Output that is not finite
-        (the model overflows on samples far outside [-1, 1]) raises :class:`NonFiniteOutput`
-        before it is yielded.
+        windows and batches are the same whatever the block sizes. A window whose peak exceeds 1
+        runs scaled to a unit peak and its output is scaled back (the models were trained near
+        [-1, 1]). Output that is still not finite (scaled back beyond float32, peaks near 3e38)
+        raises :class:`NonFiniteOutput` before it is yielded.
         """
         W, H, f = self.window, self.hop, self.factor
         buf, buf_start, total = np.zeros(0, np.float32), 0, 0  # input from window state["k"] + len(ready) on
@@ -175,12 +176,18 @@ class Upsampler:
         """Run a batch and overlap-add it; returns the output samples now final."""
         H, O, f = self.hop, self.overlap, self.factor
         inputs = np.stack(windows)
-        outputs = self._run(inputs)
+        # Windows beyond full scale run at unit peak and are scaled back: the models were trained
+        # near [-1, 1] and their activations (the spectral model's STFT power) overflow far outside.
+        scale = np.maximum(np.max(np.abs(inputs), axis=1, keepdims=True), 1.0)
+        if np.any(scale > 1.0):
+            with np.errstate(over="ignore"):
+                outputs = self._run(inputs / scale) * scale
+        else:
+            outputs = self._run(inputs)
         if self.settings.low_band_from_input:
             outputs = low_band.replace(inputs, outputs)
         if not np.all(np.isfinite(outputs)):
-            raise NonFiniteOutput(f"the model's output is not finite (input peak {state['peak']:.3g}; samples "
-                                  "should lie in [-1, 1])")
+            raise NonFiniteOutput(f"the model's output is not finite (input peak {state['peak']:.3g})")
         pieces = []
         for y in outputs:
             k = state["k"]
