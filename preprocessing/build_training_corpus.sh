@@ -5,9 +5,11 @@
 #
 #   preprocessing/build_training_corpus.sh RUNS SPEECHOCEAN762_WAVE_DIR LJSPEECH_WAVS_DIR
 #
-# RUNS: a folder outside the work tree; writes RUNS/data/{librispeech,so762,lj}_{4x,8k}_clips/
-# and RUNS/data/train_{4x,8k}_all.csv (paths relative to RUNS/data). Validation CSVs:
+# RUNS: where the data goes (outside the work tree for runs across sessions); writes
+# RUNS/data/{librispeech,so762,lj}_{4x,8k}_clips/ and RUNS/data/train_{4x,8k}_all.csv (paths
+# relative to RUNS/data). Validation CSVs:
 # RUNS/data/librispeech_{4x,8k}_clips/validation.csv. Reruns reuse finished recordings.
+# RUNS=. (the project) puts them where settings/spectral_4x and spectral_8k look (data/...).
 # LIBRISPEECH=DIR (holding train-clean-100/) replaces ../shared/data/librispeech-subset.
 # The corpora are public git repositories (fetch them, then `git archive HEAD WAVE` of
 # jimbozhang/speechocean762 and `git archive HEAD LJSpeech-1.1` of
