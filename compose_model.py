@@ -25,7 +25,7 @@ import speechsr  # noqa: F401  (sets TF environment defaults before TensorFlow l
 from speechsr import cli
 from speechsr.audio import AudioError
 # TensorFlow only once composing
-from speechsr.composition import average_models, check_fractions, compose_model, equal_fractions
+from speechsr.composition import average_fractions, average_models, check_fractions, compose_model
 from speechsr.loading import import_tensorflow_quietly
 
 
@@ -53,10 +53,8 @@ def check_args(args) -> list[Path]:
     if args.average is not None:
         if args.high_band or args.no_high_band:
             raise ValueError("--average takes whole models: no --high-band or --no-high-band with it")
-        if len(args.average) < 2:
-            raise ValueError("--average: give two or more models")
+        args.fractions = average_fractions(args.fractions, len(args.average))
         models = cli.check_model_files(args.average)
-        args.fractions = check_fractions(equal_fractions(args.fractions, len(models)), len(models), "--average")
     else:
         if not args.high_band and not args.no_high_band:
             raise ValueError("--unet needs --high-band MODEL... or --no-high-band")

@@ -45,16 +45,13 @@ clips() {
 
 # one train CSV of a rate, paths relative to RUNS/data: LibriSpeech twice, then the other two
 combine() {
-    local rate=$1 out=$DATA/train_${rate}_all.csv
-    {
-        head -n 1 "$DATA/librispeech_${rate}_clips/train.csv"
-        for name in librispeech librispeech so762 lj; do
-            tail -n +2 "$DATA/${name}_${rate}_clips/train.csv" |
-                awk -F, -v OFS=, -v d="${name}_${rate}_clips/" '{$2 = d $2; $3 = d $3; print}'
-        done
-    } > "$out.tmp"
-    mv "$out.tmp" "$out"
-    echo "wrote $out: $(($(wc -l < "$out") - 1)) clips"
+    local rate=$1 sources=() name
+    for name in librispeech librispeech so762 lj; do
+        sources+=("$DATA/${name}_${rate}_clips/train.csv")
+    done
+    "$PY" -c 'import sys; from speechsr.split import concatenate_csvs
+print(f"wrote {sys.argv[1]}: {concatenate_csvs(sys.argv[2:], sys.argv[1])} clips")' \
+        "$DATA/train_${rate}_all.csv" "${sources[@]}"
 }
 
 for rate in 4x 8k; do

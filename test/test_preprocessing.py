@@ -19,7 +19,7 @@ from conftest import run_script, speech_like
 from speechsr import audio, settings, splicing
 from speechsr.corpus import CorpusError, find_recordings
 from speechsr.splicing import clip_names, clip_params, read_manifest, splice_corpus
-from speechsr.split import SplitError, read_split_csv, write_splits
+from speechsr.split import SplitError, concatenate_csvs, read_split_csv, write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SR, DR = 16000, 4000
@@ -308,6 +308,24 @@ def test_split_by_recording_grouped_and_deterministic(many, tmp_path):
     rows = read_split_csv(tmp_path / "train.csv")
     assert all(os.path.isabs(r["high_res"]) and os.path.isfile(r["low_res"]) for r in rows)
     assert sum(summary.clips.values()) == sum(read_manifest(p)["clips"] for p in (many / "clips").iterdir())
+
+
+def test_concatenate_csvs_keeps_order_and_repeats_with_paths_relative_to_the_output(many, tmp_path):
+    split(many, 0.2, 0.1, seed=3, csv_dir=tmp_path / "a")
+    train, test = tmp_path / "a" / "train.csv", tmp_path / "a" / "test.csv"
+    out = tmp_path / "combined" / "all.csv"
+    n = concatenate_csvs([train, train, test], out)
+    def rows_of(csv_path):  # clip paths normalised: the two CSVs reach the clips from other folders
+        return [{**r, "high_res": os.path.normpath(r["high_res"]), "low_res": os.path.normpath(r["low_res"])}
+                for r in read_split_csv(csv_path)]
+    rows, parts = rows_of(out), [rows_of(train), rows_of(test)]
+    assert n == len(rows) == 2 * len(parts[0]) + len(parts[1])
+    assert rows == parts[0] + parts[0] + parts[1]
+    hr = out.read_text().splitlines()[1].split(",")[1]
+    assert hr.startswith("../") and "\\" not in hr, hr  # relative to the output's folder, POSIX
+    with pytest.raises(SplitError, match="split CSV not found"):
+        concatenate_csvs([train, tmp_path / "missing.csv"], tmp_path / "never.csv")
+    assert not (tmp_path / "never.csv").exists()
 
 
 def test_split_by_clip_and_zero_fraction(many, tmp_path):

@@ -48,9 +48,12 @@ def check_fractions(fractions: Sequence[float] | None, count: int, flag: str = "
     return [float(f) for f in fractions]
 
 
-def equal_fractions(fractions: Sequence[float] | None, count: int) -> Sequence[float]:
-    """``fractions``, or ``count`` equal ones when none are given (``--average``'s default)."""
-    return fractions if fractions is not None else [1.0 / count] * count
+def average_fractions(fractions: Sequence[float] | None, count: int) -> list[float]:
+    """The fractions of ``count`` averaged models: ``fractions`` (:func:`check_fractions`), or equal
+    ones when none are given. ValueError (one line) for fewer than two models. No TensorFlow."""
+    if count < 2:
+        raise ValueError("--average: give two or more models")
+    return check_fractions(fractions if fractions is not None else [1.0 / count] * count, count, "--average")
 
 
 def composed_settings(unet: ModelSettings, high_band: ModelSettings) -> ModelSettings:
@@ -120,9 +123,7 @@ def average_models(paths: Sequence[str | os.PathLike], fractions: Sequence[float
     fraction under ``"average"``. Loads TensorFlow."""
     from speechsr import model_io
     from speechsr.model import build_model
-    if len(paths) < 2:
-        raise ValueError("--average: give two or more models")
-    fractions = check_fractions(equal_fractions(fractions, len(paths)), len(paths), "--average")
+    fractions = average_fractions(fractions, len(paths))
     sources = [model_io.load_model(p) for p in paths]
     settings = sources[0][1]
     for path, (_, s, _) in zip(paths[1:], sources[1:]):

@@ -185,6 +185,18 @@ def read_split_csv(csv_path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def concatenate_csvs(sources: list[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Write one split CSV of the rows of ``sources`` in their order (a source named twice counts
+    twice: a corpus weighted up), clip paths relative to ``out``'s folder, atomically; returns
+    the number of rows. Each source is read by :func:`read_split_csv` (raises :class:`SplitError`)."""
+    out = Path(out).absolute()
+    rows = [Clip(r["recording_id"], i, Path(r["high_res"]), Path(r["low_res"]), r["duration_s"])
+            for src in sources for i, r in enumerate(read_split_csv(src))]
+    with audio.atomic_path(out) as tmp:
+        tmp.write_bytes(_csv_text(rows, out.parent).encode("utf-8"))
+    return len(rows)
+
+
 #: :func:`check_clip_rates` opens at most this many clip pairs of a CSV (about 0.2 ms each).
 CHECKED_CLIPS = 1000
 
