@@ -5,10 +5,11 @@ For every utterance folder of a peer set (``reference.wav``, ``lr.wav``, ``aero.
 lr.wav`` (the default command, routing included; ``--model`` adds other systems), makes sinc
 and spline from the same ``lr.wav``, and scores every output against ``reference.wav`` with the
 field's protocol (:mod:`speechsr.peers`): ViSQOL-a48 and LSD (headline), SNR, LSD-HF, high-band
-energy, DNSMOS P.808 and the lattice ViSQOL (reported only). It prints the mean table and writes,
-under ``--out``: ``peers.md`` (mean table), ``peers.csv`` (one row per utterance and system),
-``peers.png`` (spectrograms of the first utterance: reference, AERO, SEANet, ours, sinc) and
-the outputs themselves. Works for 4 -> 16 kHz and 8 -> 16 kHz sets alike. Examples::
+energy, HF coherence, DNSMOS P.808 and the lattice ViSQOL (reported only). It prints the mean
+table and writes, under ``--out``: ``peers.md`` (mean table), ``peers.csv`` (one row per
+utterance and system), ``peers.png`` (spectrograms of the first utterance: reference, AERO,
+SEANet, ours, sinc) and the outputs themselves. Works for 4 -> 16 kHz and 8 -> 16 kHz sets
+alike. Examples::
 
     python benchmarks/bench_peers.py ../shared/data/peer-samples/4to16
     python benchmarks/bench_peers.py ../shared/data/peer-samples/8to16 --model default= --model fast=fast

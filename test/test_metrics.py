@@ -34,6 +34,22 @@ def test_identical_signals(speech):
     assert s["hf_energy"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_hf_coherence_tells_the_band_from_a_random_phase_copy(speech):
+    """1 for the band itself (any gain), -1 inverted, about 0 for the same magnitudes with random
+    phase, NaN for a silent reference band; at 2.5-3.5 kHz, clear of the split filter's skirt."""
+    low, high = band_split(speech)
+    assert metrics.spectral(speech, speech, RATE, CUTOFF)["hf_coherence"] == pytest.approx(1.0)
+    assert metrics.band_coherence(speech, low + 0.3 * high, RATE, 2500, 3500) == pytest.approx(1.0, abs=0.01)
+    assert metrics.band_coherence(speech, low - high, RATE, 2500, 3500) == pytest.approx(-1.0, abs=0.01)
+    spec = np.fft.rfft(high)
+    rng = np.random.default_rng(0)
+    scrambled = np.fft.irfft(np.abs(spec) * np.exp(2j * np.pi * rng.random(spec.size)), n=high.size)
+    random_phase = metrics.band_coherence(speech, low + scrambled, RATE, 2500, 3500)
+    assert abs(random_phase) < 0.1
+    assert metrics.high_band_energy_db(speech, low + scrambled, RATE, CUTOFF) == pytest.approx(0.0, abs=1.0)
+    assert math.isnan(metrics.band_coherence(np.zeros_like(speech), speech, RATE, 2500, 3500))
+
+
 def test_high_band_removed(speech):
     low, _ = band_split(speech)
     s = metrics.spectral(speech, low, RATE, CUTOFF)

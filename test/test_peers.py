@@ -29,6 +29,22 @@ def test_lsd_reproduces_the_published_figures():
         assert np.mean(values) == pytest.approx(want, abs=0.0015), stem
 
 
+@needs_peer_set
+def test_hf_coherence_separates_waveform_models_from_interpolation():
+    """AERO and SEANet continue the reference's waveform above 2 kHz (coherence about 0.5 at
+    2-3 kHz); TFiLM and the published sinc do not (below 0.15)."""
+    means = {}
+    for stem in ("aero", "seanet", "tfilm", "sinc"):
+        values = []
+        for folder in peers.utterances(PEER_SET):
+            ref, _ = audio.read_audio(folder / "reference.wav")
+            y, _ = audio.read_audio(folder / f"{stem}.wav")
+            values.append(peers.score(ref, y, cutoff_hz=2000.0, perceptual=False)["hf_coherence"])
+        means[stem] = float(np.mean(values))
+    assert means["aero"] > 0.4 and means["seanet"] > 0.4, means
+    assert means["tfilm"] < 0.15 and means["sinc"] < 0.15, means
+
+
 def test_means_and_table_from_rows():
     rows = [{"utterance": u, "system": s, "kind": k, "route": "", "lsd": v, "snr": 10.0, "visqol_a48": float("nan")}
             for u, v in (("a", 1.0), ("b", 2.0)) for s, k in (("ours", "ours"), ("AERO", "published"))]

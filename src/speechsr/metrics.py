@@ -9,6 +9,10 @@
   frequency over the reference's, whole file (0 dB is right; sinc gives about -80 dB).
 - Pause noise (dB): the same ratio over the frames where the reference's total energy is at
   least 40 dB below its loudest frame (hiss added in silences; 0 dB is right).
+- HF coherence (reported only): the correlation coefficient of the output's band just above the
+  input's Nyquist frequency (from it to 1.5 times it: 2-3 kHz for 4 kHz input) with the
+  reference's, from their STFTs. 1: the reference's band up to a gain; 0: uncorrelated, e.g. the
+  right spectrum with random phase, which can only add error (lower SNR).
 - ViSQOL-a48 (headline, MOS-LQO 1-5): ViSQOL v3 in *audio* mode at 48 kHz, both signals
   resampled to 48 kHz (soxr HQ, as librosa's default): AP-BWE's ``cal_visqol_48k.py`` protocol.
 - Reported only: ViSQOL v3 speech mode at 16 kHz with the lattice mapper (C++ default), STOI
@@ -46,11 +50,15 @@ def snr(y: np.ndarray, y_hat: np.ndarray) -> float:
     return float(20 * np.log10(np.linalg.norm(y) / noise))
 
 
-def _power_spectrogram(x: np.ndarray) -> np.ndarray:
-    """|STFT|^2, ``[freq_bins, frames]``: n_fft 2048, hop 512, Hann, centred with reflect padding."""
-    spec = librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann",
+def _stft(x: np.ndarray) -> np.ndarray:
+    """Complex STFT ``[freq_bins, frames]``: n_fft 2048, hop 512, Hann, centred with reflect padding."""
+    return librosa.stft(np.asarray(x, dtype=np.float64), n_fft=N_FFT, hop_length=HOP, window="hann",
                         center=True, pad_mode="reflect")
-    return np.abs(spec) ** 2
+
+
+def _power_spectrogram(x: np.ndarray) -> np.ndarray:
+    """|STFT|^2, ``[freq_bins, frames]`` (:func:`_stft`)."""
+    return np.abs(_stft(x)) ** 2
 
 
 def log_power_spectrogram(x: np.ndarray) -> np.ndarray:
@@ -117,11 +125,33 @@ def pause_noise_db(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float
     return _ratio_db(p_hat[high][:, pauses].sum() + EPS, p[high][:, pauses].sum() + EPS)
 
 
+def band_coherence(y: np.ndarray, y_hat: np.ndarray, rate: int, low_hz: float, high_hz: float) -> float:
+    """Correlation coefficient of ``y_hat``'s ``[low_hz, high_hz)`` band with ``y``'s (Hz), from
+    their STFTs: Re sum(Y conj(Y_hat)) / sqrt(sum |Y|^2 sum |Y_hat|^2) over those bins and all frames.
+
+    1: the reference's band up to a gain; 0: uncorrelated (e.g. the right magnitudes with random
+    phase); -1: inverted. NaN when either band is silent.
+    """
+    y, y_hat = _align(y, y_hat)
+    freqs = librosa.fft_frequencies(sr=rate, n_fft=N_FFT)
+    band = (freqs >= low_hz) & (freqs < high_hz)
+    a, b = _stft(y)[band], _stft(y_hat)[band]
+    den = np.sqrt(np.sum(np.abs(a) ** 2) * np.sum(np.abs(b) ** 2))
+    if den <= EPS:
+        return float("nan")
+    return float(np.real(np.sum(a * np.conj(b))) / den)
+
+
+#: HF coherence is measured from the input's Nyquist frequency up to this multiple of it.
+COHERENCE_SPAN = 1.5
+
+
 def spectral(y: np.ndarray, y_hat: np.ndarray, rate: int, cutoff_hz: float) -> dict:
-    """The fast metrics: SNR, LSD (+LF/HF), high-band energy and pause noise (dB)."""
+    """The fast metrics: SNR, LSD (+LF/HF), high-band energy and pause noise (dB), HF coherence."""
     return {"snr": snr(y, y_hat), **lsd_bands(y, y_hat, rate, cutoff_hz),
             "hf_energy": high_band_energy_db(y, y_hat, rate, cutoff_hz),
-            "pause_noise": pause_noise_db(y, y_hat, rate, cutoff_hz)}
+            "pause_noise": pause_noise_db(y, y_hat, rate, cutoff_hz),
+            "hf_coherence": band_coherence(y, y_hat, rate, cutoff_hz, COHERENCE_SPAN * cutoff_hz)}
 
 
 # -- perceptual metrics (slow; one scorer per process, created on first use) -----------------

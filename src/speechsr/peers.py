@@ -33,10 +33,11 @@ PUBLISHED = {"aero": "AERO", "seanet": "SEANet", "tfilm": "TFiLM", "sinc": "sinc
 #: Our baselines made from the same ``lr.wav`` (label -> function of :mod:`speechsr.baselines`).
 BASELINES = {"sinc (ours, soxr VHQ)": baselines.sinc, "cubic spline": baselines.spline}
 #: Columns of the tables, headline first.
-METRICS = ("visqol_a48", "lsd", "snr", "lsd_hf", "hf_energy", "p808", "visqol")
+METRICS = ("visqol_a48", "lsd", "snr", "lsd_hf", "hf_energy", "hf_coherence", "p808", "visqol")
 LABELS = {"visqol_a48": "ViSQOL-a48", "lsd": "LSD", "snr": "SNR (dB)", "lsd_hf": "LSD-HF",
-          "hf_energy": "HF energy (dB)", "p808": "P.808", "visqol": "ViSQOL speech (lattice)"}
-FORMATS = {"snr": ".2f", "hf_energy": ".1f"}
+          "hf_energy": "HF energy (dB)", "hf_coherence": "HF coherence", "p808": "P.808",
+          "visqol": "ViSQOL speech (lattice)"}
+FORMATS = {"snr": ".2f", "hf_energy": ".1f", "hf_coherence": ".2f"}
 OUTPUT_RATE = 16000
 
 
@@ -56,7 +57,7 @@ def score(reference: np.ndarray, y: np.ndarray, cutoff_hz: float, perceptual: bo
     """Metrics of :data:`METRICS` of ``y`` against ``reference`` (both ``[time]`` at 16 kHz);
     ``cutoff_hz``: the input's Nyquist frequency (where LSD-HF and HF energy start)."""
     s = metrics.spectral(reference, y, OUTPUT_RATE, cutoff_hz)
-    row = {k: s[k] for k in ("lsd", "snr", "lsd_hf", "hf_energy")}
+    row = {k: s[k] for k in ("lsd", "snr", "lsd_hf", "hf_energy", "hf_coherence")}
     if perceptual:
         row["visqol_a48"] = metrics.guarded(metrics.visqol_a48, reference, y, OUTPUT_RATE)
         row["visqol"] = metrics.guarded(metrics.visqol, reference, y, OUTPUT_RATE)
