@@ -57,7 +57,8 @@ def score(reference: np.ndarray, y: np.ndarray, cutoff_hz: float, perceptual: bo
     """Metrics of :data:`METRICS` of ``y`` against ``reference`` (both ``[time]`` at 16 kHz);
     ``cutoff_hz``: the input's Nyquist frequency (where LSD-HF and HF energy start)."""
     s = metrics.spectral(reference, y, OUTPUT_RATE, cutoff_hz)
-    row = {k: s[k] for k in ("lsd", "snr", "lsd_hf", "hf_energy", "hf_coherence")}
+    row = {k: s[k] for k in ("lsd", "snr", "lsd_hf", "hf_energy")}
+    row["hf_coherence"] = metrics.hf_coherence(reference, y, OUTPUT_RATE, cutoff_hz)
     if perceptual:
         row["visqol_a48"] = metrics.guarded(metrics.visqol_a48, reference, y, OUTPUT_RATE)
         row["visqol"] = metrics.guarded(metrics.visqol, reference, y, OUTPUT_RATE)
